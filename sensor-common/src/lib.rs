@@ -1,0 +1,291 @@
+//! Records shared by the kernel programs (`sensor-ebpf`) and the daemon (`sensor`).
+//!
+//! Every record sent through the ring buffer starts with a [`Header`] whose
+//! `kind` is a plain `u32`: user space converts it with `TryFrom` and counts an
+//! unknown kind instead of transmuting it. Layouts are `#[repr(C)]` with
+//! explicit padding, and their sizes are pinned by `const` asserts so a change
+//! on one side cannot silently skew the other.
+#![no_std]
+
+/// Bumped whenever a record layout changes. The daemon refuses records of
+/// another version (counted as `decode_errors`).
+pub const RECORD_VERSION: u16 = 1;
+
+/// Bytes of TLS plaintext carried by one [`TlsDataRecord`]. A larger SSL call is
+/// split into several records (see [`TLS_MAX_SEGMENTS`]).
+pub const TLS_SEGMENT_BYTES: usize = 16 * 1024;
+/// Segments emitted per SSL call at most: beyond `TLS_SEGMENT_BYTES *
+/// TLS_MAX_SEGMENTS` bytes the rest of the call is not copied, and the record
+/// says so through `total_len`.
+pub const TLS_MAX_SEGMENTS: u32 = 4;
+
+/// Length of the executable path captured at exec.
+pub const EXEC_FILENAME_BYTES: usize = 256;
+pub const COMM_BYTES: usize = 16;
+
+/// What a record is. Sent as `u32` in [`Header::kind`].
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecordKind {
+    Exec = 1,
+    Fork = 2,
+    Exit = 3,
+    Connect = 4,
+    Close = 5,
+    TlsData = 6,
+    TlsBind = 7,
+    ExecMmap = 8,
+}
+
+impl TryFrom<u32> for RecordKind {
+    type Error = u32;
+
+    fn try_from(value: u32) -> Result<Self, Self::Error> {
+        Ok(match value {
+            1 => Self::Exec,
+            2 => Self::Fork,
+            3 => Self::Exit,
+            4 => Self::Connect,
+            5 => Self::Close,
+            6 => Self::TlsData,
+            7 => Self::TlsBind,
+            8 => Self::ExecMmap,
+            other => return Err(other),
+        })
+    }
+}
+
+/// Direction of TLS plaintext, seen from the process that owns the SSL object.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    /// `SSL_write*`: bytes the process sends.
+    Egress = 0,
+    /// `SSL_read*`: bytes the process receives.
+    Ingress = 1,
+}
+
+impl TryFrom<u8> for Direction {
+    type Error = u8;
+
+    fn try_from(value: u8) -> Result<Self, Self::Error> {
+        match value {
+            0 => Ok(Self::Egress),
+            1 => Ok(Self::Ingress),
+            other => Err(other),
+        }
+    }
+}
+
+/// Which TLS library a uprobe sits in; passed to the programs as the attach
+/// cookie so one program serves every library with the same ABI.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TlsLibrary {
+    Unknown = 0,
+    OpenSsl = 1,
+    BoringSsl = 2,
+}
+
+impl TlsLibrary {
+    pub const fn from_u8(value: u8) -> Self {
+        match value {
+            1 => Self::OpenSsl,
+            2 => Self::BoringSsl,
+            _ => Self::Unknown,
+        }
+    }
+}
+
+/// Common prefix of every record.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct Header {
+    /// A [`RecordKind`] as `u32`.
+    pub kind: u32,
+    pub version: u16,
+    /// Kind-specific bits (see `FLAG_*`).
+    pub flags: u16,
+    /// `bpf_ktime_get_boot_ns()`: monotonic, counts suspend.
+    pub ts_ns: u64,
+    /// Thread group id (what user space calls the pid).
+    pub pid: u32,
+    /// Thread id.
+    pub tid: u32,
+    /// cgroup v2 id of the task (`bpf_get_current_cgroup_id`).
+    pub cgroup_id: u64,
+    pub uid: u32,
+    pub gid: u32,
+}
+const _: () = assert!(core::mem::size_of::<Header>() == 40);
+
+/// `sched:sched_process_exec`: a process image was replaced.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ExecRecord {
+    pub header: Header,
+    /// Parent tgid as remembered from `sched_process_fork`, 0 if the process
+    /// was forked before the sensor started.
+    pub ppid: u32,
+    /// Bytes of `filename` that are valid, without the NUL.
+    pub filename_len: u32,
+    pub comm: [u8; COMM_BYTES],
+    pub filename: [u8; EXEC_FILENAME_BYTES],
+}
+const _: () = assert!(core::mem::size_of::<ExecRecord>() == 40 + 8 + 16 + 256);
+
+/// `sched:sched_process_fork` of a new thread group or thread.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ForkRecord {
+    pub header: Header,
+    /// The new task's id (a tid: user space ignores it if it turns out to be
+    /// a thread).
+    pub child_pid: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(core::mem::size_of::<ForkRecord>() == 48);
+
+/// `sched:sched_process_exit` of a thread group leader.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ExitRecord {
+    pub header: Header,
+}
+
+/// Set on [`ConnectRecord::header`] flags when the record describes a
+/// connect that is still in progress (`-EINPROGRESS`, non-blocking socket).
+pub const FLAG_CONNECT_IN_PROGRESS: u16 = 1;
+
+/// `syscalls:sys_exit_connect` for an `AF_INET`/`AF_INET6` socket.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ConnectRecord {
+    pub header: Header,
+    pub fd: i32,
+    /// Syscall return value: 0, or a negative errno.
+    pub ret: i32,
+    /// `AF_INET` (2) or `AF_INET6` (10).
+    pub family: u16,
+    /// Destination port, host byte order.
+    pub port: u16,
+    pub _pad: u32,
+    /// Destination address: 4 bytes for IPv4, 16 for IPv6, network order.
+    pub addr: [u8; 16],
+}
+const _: () = assert!(core::mem::size_of::<ConnectRecord>() == 40 + 32);
+
+/// `close(2)` of a socket fd the sensor saw connect.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct CloseRecord {
+    pub header: Header,
+    pub fd: i32,
+    pub _pad: u32,
+}
+
+/// Set on [`TlsDataRecord`] flags when the fd was not known yet when the
+/// record was made; a [`TlsBindRecord`] follows once it is.
+pub const FLAG_TLS_FD_UNKNOWN: u16 = 1;
+
+/// A piece of TLS plaintext from one `SSL_read*`/`SSL_write*` call. Only the
+/// first `size_of::<TlsDataHeader>() + len` bytes are sent.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct TlsDataHeader {
+    pub header: Header,
+    /// The `SSL *` (per process): identifies the TLS session.
+    pub conn: u64,
+    /// Socket fd the session is bound to, or -1.
+    pub fd: i32,
+    /// A [`Direction`].
+    pub direction: u8,
+    /// A [`TlsLibrary`].
+    pub library: u8,
+    pub _pad: u16,
+    /// Bytes the call transferred in all.
+    pub total_len: u32,
+    /// Offset of this segment in the call's buffer.
+    pub offset: u32,
+    /// Bytes of plaintext in this record.
+    pub len: u32,
+    pub _pad2: u32,
+}
+const _: () = assert!(core::mem::size_of::<TlsDataHeader>() == 40 + 32);
+
+/// The full scratch layout the kernel fills; see [`TlsDataHeader`].
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct TlsDataRecord {
+    pub head: TlsDataHeader,
+    pub data: [u8; TLS_SEGMENT_BYTES],
+}
+
+/// An SSL session was tied to its socket fd.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct TlsBindRecord {
+    pub header: Header,
+    pub conn: u64,
+    pub fd: i32,
+    pub _pad: u32,
+}
+
+/// `mmap` of a file with `PROT_EXEC`: a library (maybe a TLS one) was loaded.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ExecMmapRecord {
+    pub header: Header,
+    pub fd: i32,
+    pub _pad: u32,
+}
+
+/// Key of the connected-socket table: one entry per (process, fd).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SockKey {
+    pub tgid: u32,
+    pub fd: i32,
+}
+
+/// Value of the connected-socket table.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct SockValue {
+    /// The SSL object bound to this socket, 0 if none yet.
+    pub ssl: u64,
+}
+
+/// Key of the SSL-to-fd table.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SslKey {
+    pub tgid: u32,
+    pub _pad: u32,
+    pub ssl: u64,
+}
+
+/// Indexes of the per-CPU counters the kernel programs keep.
+pub mod counter {
+    /// A record could not be put in the ring buffer (full).
+    pub const RINGBUF_DROPS: u32 = 0;
+    /// `bpf_probe_read_user` of TLS plaintext failed.
+    pub const TLS_READ_ERRORS: u32 = 1;
+    /// Bytes of TLS plaintext not copied because a call exceeded the cap.
+    pub const TLS_BYTES_TRUNCATED: u32 = 2;
+    /// A return probe found no matching entry (entry missed or map full).
+    pub const TLS_ORPHAN_RETURNS: u32 = 3;
+    pub const COUNT: u32 = 4;
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    use super::{SockKey, SockValue, SslKey};
+    // SAFETY: plain `#[repr(C)]` integers with explicit padding: every bit
+    // pattern is valid and there are no implicit padding bytes.
+    unsafe impl aya::Pod for SockKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for SockValue {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for SslKey {}
+}

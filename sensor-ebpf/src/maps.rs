@@ -1,0 +1,76 @@
+//! Maps and small helpers shared by the programs.
+
+use aya_ebpf::{
+    helpers::{bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
+        bpf_ktime_get_boot_ns},
+    macros::map,
+    maps::{LruHashMap, PerCpuArray, RingBuf},
+};
+use sensor_common::{counter, Header, RecordKind, SockKey, SockValue, SslKey, TlsDataRecord,
+    RECORD_VERSION};
+
+/// All records go through one ring buffer: ordering across kinds (connect
+/// before data before close) is kept per CPU. User space may resize it.
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(8 * 1024 * 1024, 0);
+
+/// Loss and error counters, per CPU (see `sensor_common::counter`).
+#[map]
+pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
+
+/// child pid -> parent tgid, filled at fork so exec can name the parent
+/// without reading `task_struct` (whose layout is not stable).
+#[map]
+pub static FORK_PARENT: LruHashMap<u32, u32> = LruHashMap::with_max_entries(65536, 0);
+
+/// Connected inet sockets per (tgid, fd), and the SSL object bound to each.
+#[map]
+pub static SOCKS: LruHashMap<SockKey, SockValue> = LruHashMap::with_max_entries(65536, 0);
+
+/// (tgid, SSL *) -> socket fd.
+#[map]
+pub static SSL_FD: LruHashMap<SslKey, i32> = LruHashMap::with_max_entries(65536, 0);
+
+/// Scratch space for one TLS record: too large for the 512-byte stack.
+#[map]
+pub static TLS_SCRATCH: PerCpuArray<TlsDataRecord> = PerCpuArray::with_max_entries(1, 0);
+
+#[inline(always)]
+pub fn count(index: u32, by: u64) {
+    if let Some(slot) = COUNTERS.get_ptr_mut(index) {
+        // SAFETY: per-CPU slot, programs do not migrate while they run.
+        unsafe { *slot += by };
+    }
+}
+
+/// Fills the common header for the current task.
+#[inline(always)]
+pub fn header(kind: RecordKind) -> Header {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let uid_gid = bpf_get_current_uid_gid();
+    Header {
+        kind: kind as u32,
+        version: RECORD_VERSION,
+        flags: 0,
+        // SAFETY: helper without preconditions.
+        ts_ns: unsafe { bpf_ktime_get_boot_ns() },
+        pid: (pid_tgid >> 32) as u32,
+        tid: pid_tgid as u32,
+        // SAFETY: helper without preconditions.
+        cgroup_id: unsafe { bpf_get_current_cgroup_id() },
+        uid: uid_gid as u32,
+        gid: (uid_gid >> 32) as u32,
+    }
+}
+
+/// Sends a fixed-size record, counting a drop when the ring is full.
+#[inline(always)]
+pub fn emit<T: 'static>(record: T) {
+    match EVENTS.reserve::<T>(0) {
+        Some(mut entry) => {
+            entry.write(record);
+            entry.submit(0);
+        }
+        None => count(counter::RINGBUF_DROPS, 1),
+    }
+}

@@ -1,0 +1,275 @@
+//! Attaching the TLS uprobes to every distinct file that carries the OpenSSL
+//! API: shared libssl on the host and in containers, and executables that
+//! link it statically with symbols (node).
+//!
+//! A uprobe belongs to an inode, not to a process: one attach covers every
+//! process that maps the file, now or later. So each file is probed once,
+//! keyed by the (device, inode) that `/proc/<pid>/maps` reports (for a file
+//! in an overlayfs container that is the real lower-layer inode, which is
+//! what the kernel probes). Files in containers are reached through
+//! `/proc/<pid>/root`.
+
+use std::{
+    collections::HashSet,
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+};
+
+use aya::{
+    Ebpf,
+    programs::{
+        UProbe,
+        uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeScope},
+    },
+};
+use sensor_common::TlsLibrary;
+use tracing::{debug, info, warn};
+
+use super::{
+    LoadError,
+    elf::{TlsSymbols, find_tls_symbols},
+};
+
+/// Entry program for each probed function; every one also gets `ssl_ret`.
+const ENTRY_PROGRAMS: [(&str, &str); 4] = [
+    ("SSL_write", "ssl_write"),
+    ("SSL_read", "ssl_read"),
+    ("SSL_write_ex", "ssl_write_ex"),
+    ("SSL_read_ex", "ssl_read_ex"),
+];
+const RETURN_PROGRAM: &str = "ssl_ret";
+
+/// Directories searched at start for libssl files no process maps yet, so a
+/// client started a moment later is covered from its first request.
+const LIBRARY_DIRS: [&str; 6] = [
+    "/lib/x86_64-linux-gnu",
+    "/usr/lib/x86_64-linux-gnu",
+    "/lib64",
+    "/usr/lib64",
+    "/usr/lib",
+    "/usr/local/lib",
+];
+
+/// A file the sensor probes.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ProbedFile {
+    pub path: String,
+    pub library: &'static str,
+    pub functions: Vec<&'static str>,
+}
+
+/// Attach results, shared with the health reporter.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct AttachStats {
+    pub files_probed: Vec<ProbedFile>,
+    pub files_checked: u64,
+    pub attach_failures: u64,
+    pub check_failures: u64,
+}
+
+pub fn library_name(library: TlsLibrary) -> &'static str {
+    match library {
+        TlsLibrary::OpenSsl => "openssl",
+        TlsLibrary::BoringSsl => "boringssl",
+        TlsLibrary::Unknown => "unknown",
+    }
+}
+
+/// Identity of a file as the kernel sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct FileId {
+    major: u32,
+    minor: u32,
+    inode: u64,
+}
+
+pub struct Attacher {
+    ebpf: Ebpf,
+    seen: HashSet<FileId>,
+    stats: Arc<Mutex<AttachStats>>,
+}
+
+impl Attacher {
+    /// Loads the uprobe programs (not attached yet) and takes ownership of
+    /// the eBPF object: dropping the attacher detaches every program.
+    pub fn new(mut ebpf: Ebpf, stats: Arc<Mutex<AttachStats>>) -> Result<Self, LoadError> {
+        for name in ENTRY_PROGRAMS.iter().map(|(_, p)| *p).chain([RETURN_PROGRAM]) {
+            let program: &mut UProbe = ebpf
+                .program_mut(name)
+                .ok_or_else(|| LoadError::MissingProgram { name: name.to_owned() })?
+                .try_into()
+                .map_err(|source| LoadError::Program { name: name.to_owned(), source })?;
+            program.load().map_err(|source| LoadError::Program { name: name.to_owned(), source })?;
+        }
+        Ok(Self { ebpf, seen: HashSet::new(), stats })
+    }
+
+    /// Start-up scan: libssl files in the usual directories, then every
+    /// running process's mappings.
+    pub fn scan_system(&mut self) {
+        for dir in LIBRARY_DIRS {
+            let Ok(entries) = std::fs::read_dir(dir) else { continue };
+            for entry in entries.flatten() {
+                let name = entry.file_name();
+                let name = name.to_string_lossy();
+                if !name.starts_with("libssl.so") {
+                    continue;
+                }
+                let path = entry.path();
+                let Ok(meta) = std::fs::metadata(&path) else { continue };
+                use std::os::unix::fs::MetadataExt as _;
+                let dev = meta.dev();
+                let id = FileId {
+                    major: nix::sys::stat::major(dev) as u32,
+                    minor: nix::sys::stat::minor(dev) as u32,
+                    inode: meta.ino(),
+                };
+                self.consider(id, &path, &path.display().to_string());
+            }
+        }
+        let Ok(entries) = std::fs::read_dir("/proc") else { return };
+        for entry in entries.flatten() {
+            if let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) {
+                self.scan_pid(pid);
+            }
+        }
+    }
+
+    /// Checks every executable file mapping of `pid` not seen before.
+    pub fn scan_pid(&mut self, pid: u32) {
+        let Ok(maps) = std::fs::read_to_string(format!("/proc/{pid}/maps")) else {
+            // The process is gone; whatever it mapped was either seen or
+            // will be seen in the next process that maps it.
+            return;
+        };
+        for mapping in maps.lines().filter_map(parse_maps_line) {
+            if self.seen.contains(&mapping.id) {
+                continue;
+            }
+            let host_path = PathBuf::from(format!("/proc/{pid}/root{}", mapping.path));
+            self.consider(mapping.id, &host_path, mapping.path);
+        }
+    }
+
+    fn consider(&mut self, id: FileId, host_path: &Path, shown: &str) {
+        if !self.seen.insert(id) {
+            return;
+        }
+        let found = find_tls_symbols(host_path);
+        let mut stats = lock(&self.stats);
+        stats.files_checked += 1;
+        match found {
+            Ok(None) => {}
+            Ok(Some(symbols)) => {
+                drop(stats);
+                self.attach(host_path, shown, &symbols);
+            }
+            Err(err) => {
+                stats.check_failures += 1;
+                // Deleted or replaced files, special mappings: forget the id
+                // so a later mapping of a readable file is checked again.
+                debug!(path = shown, %err, "cannot check file for TLS functions");
+                self.seen.remove(&id);
+            }
+        }
+    }
+
+    fn attach(&mut self, host_path: &Path, shown: &str, symbols: &TlsSymbols) {
+        let cookie = Some(symbols.library as u64);
+        let mut attached = Vec::new();
+        let mut failures = 0u64;
+        for (function, offset) in &symbols.functions {
+            let Some((_, entry)) = ENTRY_PROGRAMS.iter().find(|(f, _)| f == function) else {
+                continue;
+            };
+            let mut ok = true;
+            for program in [*entry, RETURN_PROGRAM] {
+                let point = UProbeAttachPoint {
+                    location: UProbeAttachLocation::AbsoluteOffset(*offset),
+                    cookie,
+                };
+                let result = match self.ebpf.program_mut(program).map(<&mut UProbe>::try_from) {
+                    Some(Ok(probe)) => probe
+                        .attach(point, host_path, UProbeScope::AllProcesses)
+                        .map(drop)
+                        .map_err(|e| e.to_string()),
+                    Some(Err(e)) => Err(e.to_string()),
+                    None => Err(format!("program {program} missing")),
+                };
+                if let Err(err) = result {
+                    warn!(path = shown, function, program, %err, "uprobe attach failed");
+                    failures += 1;
+                    ok = false;
+                }
+            }
+            if ok {
+                attached.push(*function);
+            }
+        }
+        let library = library_name(symbols.library);
+        info!(path = shown, library, functions = ?attached, "TLS library probed");
+        let mut stats = lock(&self.stats);
+        stats.attach_failures += failures;
+        if !attached.is_empty() {
+            stats.files_probed.push(ProbedFile { path: shown.to_owned(), library, functions: attached });
+        }
+    }
+}
+
+fn lock(stats: &Mutex<AttachStats>) -> std::sync::MutexGuard<'_, AttachStats> {
+    // A poisoned lock only means another thread panicked mid-update of
+    // counters; the counters are still usable.
+    stats.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+struct Mapping<'a> {
+    id: FileId,
+    path: &'a str,
+}
+
+/// One line of `/proc/<pid>/maps`, if it is an executable mapping of a file:
+/// `start-end perms offset major:minor inode path`.
+fn parse_maps_line(line: &str) -> Option<Mapping<'_>> {
+    let mut fields = line.splitn(6, ' ');
+    let _range = fields.next()?;
+    let perms = fields.next()?;
+    let _offset = fields.next()?;
+    let dev = fields.next()?;
+    let inode: u64 = fields.next()?.parse().ok()?;
+    let path = fields.next()?.trim_start();
+    if !perms.contains('x') || inode == 0 || !path.starts_with('/') || path.ends_with(" (deleted)") {
+        return None;
+    }
+    let (major, minor) = dev.split_once(':')?;
+    Some(Mapping {
+        id: FileId {
+            major: u32::from_str_radix(major, 16).ok()?,
+            minor: u32::from_str_radix(minor, 16).ok()?,
+            inode,
+        },
+        path,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_executable_file_mappings_only() {
+        let lib = "7f2a1c000000-7f2a1c0a0000 r-xp 00022000 fd:01 1835274                    /usr/lib/x86_64-linux-gnu/libssl.so.3";
+        let m = parse_maps_line(lib).expect("mapping");
+        assert_eq!(m.id, FileId { major: 0xfd, minor: 1, inode: 1835274 });
+        assert_eq!(m.path, "/usr/lib/x86_64-linux-gnu/libssl.so.3");
+        let data = "7f2a1c0a0000-7f2a1c0b0000 r--p 00000000 fd:01 1835274 /usr/lib/x86_64-linux-gnu/libssl.so.3";
+        assert!(parse_maps_line(data).is_none());
+        let anon = "7ffd5c7e1000-7ffd5c802000 rw-p 00000000 00:00 0                          [stack]";
+        assert!(parse_maps_line(anon).is_none());
+        let vdso = "7ffd5c9f0000-7ffd5c9f2000 r-xp 00000000 00:00 0                          [vdso]";
+        assert!(parse_maps_line(vdso).is_none());
+        let deleted = "7f00-7f10 r-xp 00000000 08:02 42 /tmp/x.so (deleted)";
+        assert!(parse_maps_line(deleted).is_none());
+        let spaces = "7f00-7f10 r-xp 00000000 08:02 42 /opt/my app/libssl.so.3";
+        assert_eq!(parse_maps_line(spaces).expect("mapping").path, "/opt/my app/libssl.so.3");
+    }
+}

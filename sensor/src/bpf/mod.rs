@@ -1,0 +1,188 @@
+//! Loading the kernel programs, attaching the tracepoints, and the handles
+//! the daemon keeps: the ring buffer, the loss counters, and the TLS attacher.
+
+pub mod attach;
+pub mod elf;
+
+use std::path::Path;
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{MapData, PerCpuArray, RingBuf},
+    programs::TracePoint,
+};
+use sensor_common::counter;
+
+/// The kernel programs, built by `build.rs`.
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sensor"));
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(
+        "the kernel programs were not built into this binary (AYA_BUILD_SKIP was set); \
+         build with `cargo xtask build`"
+    )]
+    NotBuilt,
+    #[error("cannot read tracepoint format {path}: {source} (is tracefs mounted?)")]
+    TracepointFormat { path: String, source: std::io::Error },
+    #[error("tracepoint format {path} has no field `{field}`")]
+    TracepointField { path: String, field: String },
+    #[error("loading the eBPF object: {0}")]
+    Load(#[from] aya::EbpfError),
+    #[error("program {name} is missing from the eBPF object")]
+    MissingProgram { name: String },
+    #[error("map {name} is missing from the eBPF object")]
+    MissingMap { name: String },
+    #[error("program {name}: {source}")]
+    Program { name: String, source: aya::programs::ProgramError },
+    #[error("map {name}: {source}")]
+    Map { name: String, source: aya::maps::MapError },
+}
+
+/// Tracepoints the sensor attaches: (program, category, event).
+const TRACEPOINTS: &[(&str, &str, &str)] = &[
+    ("sched_process_fork", "sched", "sched_process_fork"),
+    ("sched_process_exec", "sched", "sched_process_exec"),
+    ("sched_process_exit", "sched", "sched_process_exit"),
+    ("sys_enter_connect", "syscalls", "sys_enter_connect"),
+    ("sys_exit_connect", "syscalls", "sys_exit_connect"),
+    ("sys_enter_close", "syscalls", "sys_enter_close"),
+    ("sys_enter_write", "syscalls", "sys_enter_write"),
+    ("sys_enter_writev", "syscalls", "sys_enter_writev"),
+    ("sys_enter_sendto", "syscalls", "sys_enter_sendto"),
+    ("sys_enter_sendmsg", "syscalls", "sys_enter_sendmsg"),
+    ("sys_enter_read", "syscalls", "sys_enter_read"),
+    ("sys_enter_readv", "syscalls", "sys_enter_readv"),
+    ("sys_enter_recvfrom", "syscalls", "sys_enter_recvfrom"),
+    ("sys_enter_recvmsg", "syscalls", "sys_enter_recvmsg"),
+    ("sys_enter_mmap", "syscalls", "sys_enter_mmap"),
+];
+
+/// What `load` hands back: the programs (kept alive by the attacher) and the
+/// maps the pipeline reads.
+pub struct Loaded {
+    pub ebpf: Ebpf,
+    pub events: RingBuf<MapData>,
+    pub counters: PerCpuArray<MapData, u64>,
+}
+
+fn tracefs_root() -> &'static str {
+    if Path::new("/sys/kernel/tracing/events").is_dir() {
+        "/sys/kernel/tracing"
+    } else {
+        "/sys/kernel/debug/tracing"
+    }
+}
+
+/// Offset of `field` in a tracepoint record, from its format file. Layouts
+/// change between kernels (6.x turned the fork comms into `__data_loc`), so
+/// the programs get them patched in rather than compiled in.
+fn field_offset(category: &str, event: &str, field: &str) -> Result<u32, LoadError> {
+    let path = format!("{}/events/{category}/{event}/format", tracefs_root());
+    let text = std::fs::read_to_string(&path)
+        .map_err(|source| LoadError::TracepointFormat { path: path.clone(), source })?;
+    parse_field_offset(&text, field)
+        .ok_or_else(|| LoadError::TracepointField { path, field: field.to_owned() })
+}
+
+fn parse_field_offset(format: &str, field: &str) -> Option<u32> {
+    format.lines().find_map(|line| {
+        let line = line.trim();
+        let decl = line.strip_prefix("field:")?.split(';').next()?;
+        let name = decl.rsplit(' ').next()?.split('[').next()?;
+        if name != field {
+            return None;
+        }
+        let offset = line.split(';').find_map(|part| part.trim().strip_prefix("offset:"))?;
+        offset.trim().parse().ok()
+    })
+}
+
+/// Loads the programs with a ring buffer of `ring_bytes` and attaches every
+/// tracepoint. Uprobes are attached later by [`attach::Attacher`].
+pub fn load(ring_bytes: u32) -> Result<Loaded, LoadError> {
+    if EBPF_OBJECT.is_empty() {
+        return Err(LoadError::NotBuilt);
+    }
+    let fork_child = field_offset("sched", "sched_process_fork", "child_pid")?;
+    let exec_filename = field_offset("sched", "sched_process_exec", "filename")?;
+    let mut ebpf = EbpfLoader::new()
+        .override_global("FORK_CHILD_PID_OFFSET", &fork_child, true)
+        .override_global("EXEC_FILENAME_OFFSET", &exec_filename, true)
+        .map_max_entries("EVENTS", ring_bytes)
+        .load(EBPF_OBJECT)?;
+    for (name, category, event) in TRACEPOINTS {
+        let program: &mut TracePoint = ebpf
+            .program_mut(name)
+            .ok_or_else(|| LoadError::MissingProgram { name: (*name).to_owned() })?
+            .try_into()
+            .map_err(|source| LoadError::Program { name: (*name).to_owned(), source })?;
+        program
+            .load()
+            .and_then(|()| program.attach(category, event).map(drop))
+            .map_err(|source| LoadError::Program { name: (*name).to_owned(), source })?;
+    }
+    let events = take_map(&mut ebpf, "EVENTS")?;
+    let events = RingBuf::try_from(events)
+        .map_err(|source| LoadError::Map { name: "EVENTS".into(), source })?;
+    let counters = take_map(&mut ebpf, "COUNTERS")?;
+    let counters = PerCpuArray::try_from(counters)
+        .map_err(|source| LoadError::Map { name: "COUNTERS".into(), source })?;
+    Ok(Loaded { ebpf, events, counters })
+}
+
+fn take_map(ebpf: &mut Ebpf, name: &str) -> Result<aya::maps::Map, LoadError> {
+    ebpf.take_map(name).ok_or_else(|| LoadError::MissingMap { name: name.to_owned() })
+}
+
+/// Kernel-side counters summed over CPUs.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct KernelCounters {
+    pub ringbuf_drops: u64,
+    pub tls_read_errors: u64,
+    pub tls_bytes_truncated: u64,
+    pub tls_orphan_returns: u64,
+}
+
+pub fn read_counters(map: &PerCpuArray<MapData, u64>) -> KernelCounters {
+    let sum = |index: u32| -> u64 {
+        map.get(&index, 0).map(|values| values.iter().sum()).unwrap_or(0)
+    };
+    KernelCounters {
+        ringbuf_drops: sum(counter::RINGBUF_DROPS),
+        tls_read_errors: sum(counter::TLS_READ_ERRORS),
+        tls_bytes_truncated: sum(counter::TLS_BYTES_TRUNCATED),
+        tls_orphan_returns: sum(counter::TLS_ORPHAN_RETURNS),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_field_offset;
+
+    const FORK_6_18: &str = "name: sched_process_fork
+ID: 316
+format:
+\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;
+\tfield:int common_pid;\toffset:4;\tsize:4;\tsigned:1;
+
+\tfield:__data_loc char[] parent_comm;\toffset:8;\tsize:4;\tsigned:0;
+\tfield:pid_t parent_pid;\toffset:12;\tsize:4;\tsigned:1;
+\tfield:__data_loc char[] child_comm;\toffset:16;\tsize:4;\tsigned:0;
+\tfield:pid_t child_pid;\toffset:20;\tsize:4;\tsigned:1;
+";
+    const FORK_5_10: &str = "\tfield:char parent_comm[16];\toffset:8;\tsize:16;\tsigned:1;
+\tfield:pid_t parent_pid;\toffset:24;\tsize:4;\tsigned:1;
+\tfield:char child_comm[16];\toffset:28;\tsize:16;\tsigned:1;
+\tfield:pid_t child_pid;\toffset:44;\tsize:4;\tsigned:1;
+";
+
+    #[test]
+    fn finds_offsets_across_layouts() {
+        assert_eq!(parse_field_offset(FORK_6_18, "child_pid"), Some(20));
+        assert_eq!(parse_field_offset(FORK_5_10, "child_pid"), Some(44));
+        assert_eq!(parse_field_offset(FORK_6_18, "child_comm"), Some(16));
+        assert_eq!(parse_field_offset(FORK_5_10, "child_comm"), Some(28));
+        assert_eq!(parse_field_offset(FORK_6_18, "nope"), None);
+    }
+}

@@ -1,0 +1,122 @@
+//! Configuration: a TOML file with documented defaults, overridden by
+//! command-line flags. Unknown keys and bad values are errors that name the
+//! key; the sensor never starts half-configured.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Event actions the sensor can emit.
+pub const ACTIONS: [&str; 5] = ["model_call", "connect", "process_exec", "process_exit", "sensor_health"];
+
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/sensor/sensor.toml";
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// `host.name` on every event. Default: the kernel's hostname.
+    pub host_name: Option<String>,
+    /// Ring buffer size in bytes: a power of two, at least one page.
+    /// Default 16 MiB.
+    pub ring_buffer_bytes: u32,
+    /// HMAC key for credential fingerprints; created (random, 0600) when
+    /// missing. Default `/var/lib/sensor/fingerprint.key`.
+    pub fingerprint_key_file: PathBuf,
+    /// Which `event.action`s to emit. Default: all of them.
+    pub events: Vec<String>,
+    /// Seconds between periodic `sensor_health` events. Default 60.
+    pub health_interval_secs: u64,
+    /// Bytes of each HTTP body kept for parsing (model, usage). Default 256 KiB.
+    pub body_capture_bytes: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            host_name: None,
+            ring_buffer_bytes: 16 * 1024 * 1024,
+            fingerprint_key_file: PathBuf::from("/var/lib/sensor/fingerprint.key"),
+            events: ACTIONS.iter().map(|s| (*s).to_owned()).collect(),
+            health_interval_secs: 60,
+            body_capture_bytes: 256 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading config {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config key `{key}`: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+impl Config {
+    /// Reads `path`; a missing file at the default path means defaults, a
+    /// missing file named explicitly is an error.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let (path, explicit) = match path {
+            Some(p) => (p.to_path_buf(), true),
+            None => (PathBuf::from(DEFAULT_CONFIG_PATH), false),
+        };
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(err) if !explicit && err.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
+            Err(source) => return Err(ConfigError::Read { path, source }),
+        };
+        let config: Self =
+            toml::from_str(&text).map_err(|e| ConfigError::Parse { path, message: e.to_string() })?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let ring = self.ring_buffer_bytes;
+        if !ring.is_power_of_two() || ring < 4096 {
+            return Err(ConfigError::Invalid {
+                key: "ring_buffer_bytes",
+                message: format!("{ring} is not a power of two of at least 4096"),
+            });
+        }
+        if let Some(bad) = self.events.iter().find(|e| !ACTIONS.contains(&e.as_str())) {
+            return Err(ConfigError::Invalid {
+                key: "events",
+                message: format!("unknown action `{bad}`; known: {}", ACTIONS.join(", ")),
+            });
+        }
+        if self.health_interval_secs == 0 {
+            return Err(ConfigError::Invalid { key: "health_interval_secs", message: "must be at least 1".into() });
+        }
+        if self.body_capture_bytes < 1024 {
+            return Err(ConfigError::Invalid { key: "body_capture_bytes", message: "must be at least 1024".into() });
+        }
+        Ok(())
+    }
+
+    pub fn emits(&self, action: &str) -> bool {
+        self.events.iter().any(|e| e == action)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_unknown_keys_rejected() {
+        Config::default().validate().expect("defaults");
+        let err = toml::from_str::<Config>("ring_buffer_byte = 4096").unwrap_err().to_string();
+        assert!(err.contains("ring_buffer_byte"), "{err}");
+        let c: Config = toml::from_str("ring_buffer_bytes = 5000").expect("parse");
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("ring_buffer_bytes"), "{err}");
+        let c: Config = toml::from_str("events = [\"model_call\", \"nope\"]").expect("parse");
+        assert!(c.validate().unwrap_err().to_string().contains("nope"));
+    }
+
+    #[test]
+    fn explicit_missing_file_is_an_error() {
+        assert!(Config::load(Some(Path::new("/nonexistent/sensor.toml"))).is_err());
+    }
+}

@@ -1,0 +1,125 @@
+//! Connections the kernel saw connect, per (pid, fd): the destination from
+//! the connect record and, resolved lazily from /proc, the local address.
+
+use std::{
+    collections::HashMap,
+    fs,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+};
+
+/// Connections remembered at most; the oldest go first past this.
+const MAX_CONNECTIONS: usize = 65_536;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnInfo {
+    pub remote: SocketAddr,
+    pub local: Option<SocketAddr>,
+    pub connect_ts: u64,
+    local_resolved: bool,
+}
+
+#[derive(Default)]
+pub struct ConnTable {
+    map: HashMap<(u32, i32), ConnInfo>,
+}
+
+impl ConnTable {
+    pub fn on_connect(&mut self, pid: u32, fd: i32, remote: SocketAddr, ts: u64) {
+        if self.map.len() >= MAX_CONNECTIONS {
+            // Connections closed without a close record (process killed
+            // before the sensor saw it): drop the oldest.
+            if let Some(key) = self.map.iter().min_by_key(|(_, c)| c.connect_ts).map(|(k, _)| *k) {
+                self.map.remove(&key);
+            }
+        }
+        self.map.insert((pid, fd), ConnInfo { remote, local: None, connect_ts: ts, local_resolved: false });
+    }
+
+    pub fn on_close(&mut self, pid: u32, fd: i32) -> Option<ConnInfo> {
+        self.map.remove(&(pid, fd))
+    }
+
+    pub fn on_exit(&mut self, pid: u32) {
+        self.map.retain(|(p, _), _| *p != pid);
+    }
+
+    /// The connection, with its local address looked up once.
+    pub fn get(&mut self, pid: u32, fd: i32) -> Option<&ConnInfo> {
+        let conn = self.map.get_mut(&(pid, fd))?;
+        if !conn.local_resolved {
+            conn.local_resolved = true;
+            conn.local = local_address(pid, fd, conn.remote);
+        }
+        Some(conn)
+    }
+}
+
+/// Local address of a socket fd: its inode from `/proc/<pid>/fd/<fd>`, then
+/// the row with that inode in the process's `/proc/<pid>/net/tcp{,6}`.
+fn local_address(pid: u32, fd: i32, remote: SocketAddr) -> Option<SocketAddr> {
+    let link = fs::read_link(format!("/proc/{pid}/fd/{fd}")).ok()?;
+    let link = link.to_str()?;
+    let inode = link.strip_prefix("socket:[")?.strip_suffix(']')?;
+    for table in ["tcp", "tcp6"] {
+        let Ok(text) = fs::read_to_string(format!("/proc/{pid}/net/{table}")) else { continue };
+        for line in text.lines().skip(1) {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            if cols.get(9) == Some(&inode) {
+                let local = parse_proc_addr(cols.get(1)?)?;
+                // Report an IPv4-mapped local address as IPv4 like the remote.
+                return Some(match (local.ip(), remote.ip()) {
+                    (IpAddr::V6(v6), IpAddr::V4(_)) => SocketAddr::new(v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4), local.port()),
+                    _ => local,
+                });
+            }
+        }
+    }
+    None
+}
+
+/// `0100007F:1F90` (IPv4, host-order words) or the 32-hex-digit IPv6 form.
+fn parse_proc_addr(text: &str) -> Option<SocketAddr> {
+    let (addr, port) = text.split_once(':')?;
+    let port = u16::from_str_radix(port, 16).ok()?;
+    let ip = match addr.len() {
+        8 => IpAddr::V4(Ipv4Addr::from(u32::from_str_radix(addr, 16).ok()?.swap_bytes())),
+        32 => {
+            let mut octets = [0u8; 16];
+            for (i, chunk) in octets.chunks_mut(4).enumerate() {
+                let word = u32::from_str_radix(addr.get(i * 8..i * 8 + 8)?, 16).ok()?;
+                chunk.copy_from_slice(&word.swap_bytes().to_be_bytes());
+            }
+            IpAddr::V6(Ipv6Addr::from(octets))
+        }
+        _ => return None,
+    };
+    Some(SocketAddr::new(ip, port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_proc_net_addresses() {
+        assert_eq!(parse_proc_addr("0100007F:01BB"), Some("127.0.0.1:443".parse().unwrap()));
+        assert_eq!(
+            parse_proc_addr("00000000000000000000000001000000:1F90"),
+            Some("[::1]:8080".parse().unwrap())
+        );
+        assert_eq!(parse_proc_addr("zz:1"), None);
+    }
+
+    #[test]
+    fn resolves_a_real_local_socket() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let client = std::net::TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+        use std::os::fd::AsRawFd as _;
+        let mut table = ConnTable::default();
+        let pid = std::process::id();
+        let remote = listener.local_addr().expect("addr");
+        table.on_connect(pid, client.as_raw_fd(), remote, 1);
+        let conn = table.get(pid, client.as_raw_fd()).expect("conn");
+        assert_eq!(conn.local, client.local_addr().ok());
+    }
+}

@@ -1,0 +1,154 @@
+//! The running daemon: load, attach, read the ring buffer, report health,
+//! and stop cleanly on SIGINT/SIGTERM (every probe detached).
+
+use std::{
+    collections::BTreeSet,
+    sync::{Arc, Mutex, mpsc},
+    time::Duration,
+};
+
+use anyhow::Context as _;
+use tokio::{io::unix::AsyncFd, signal::unix::SignalKind, sync::oneshot};
+use tracing::{info, warn};
+
+use crate::{
+    bpf::{self, KernelCounters, attach::{AttachStats, Attacher}},
+    config::Config,
+    credential::Fingerprinter,
+    pipeline::Pipeline,
+    sink::StdoutSink,
+};
+
+/// How often kernel loss counters are checked; a change is reported at once.
+const LOSS_CHECK: Duration = Duration::from_secs(1);
+
+fn attach_stats(stats: &Mutex<AttachStats>) -> AttachStats {
+    stats.lock().map(|s| s.clone()).unwrap_or_else(|p| p.into_inner().clone())
+}
+
+/// Runs until a stop signal. Must be called inside a tokio runtime.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    config.validate()?;
+    preflight()?;
+    let host_name = match &config.host_name {
+        Some(name) => name.clone(),
+        None => nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .unwrap_or_else(|| "unknown".into()),
+    };
+    let fingerprinter = Fingerprinter::load_or_create(&config.fingerprint_key_file)?;
+
+    let loaded = bpf::load(config.ring_buffer_bytes).context("loading the kernel programs")?;
+    info!(ring_buffer_bytes = config.ring_buffer_bytes, "kernel programs loaded, tracepoints attached");
+    let bpf::Loaded { ebpf, events, counters } = loaded;
+
+    // The attacher owns the programs; it runs on its own thread because
+    // reading ELF files (node is 100 MB) must not stall the event loop.
+    let stats = Arc::new(Mutex::new(AttachStats::default()));
+    let (scan_tx, scan_rx) = mpsc::channel::<u32>();
+    let (ready_tx, ready_rx) = oneshot::channel::<()>();
+    let attacher_stats = Arc::clone(&stats);
+    let attacher = std::thread::Builder::new()
+        .name("attacher".into())
+        .spawn(move || -> anyhow::Result<()> {
+            let mut attacher = Attacher::new(ebpf, attacher_stats)?;
+            attacher.scan_system();
+            let _ = ready_tx.send(());
+            // Batches of pids: an exec is followed by a burst of mmaps.
+            while let Ok(pid) = scan_rx.recv() {
+                let mut batch = BTreeSet::from([pid]);
+                batch.extend(scan_rx.try_iter());
+                for pid in batch {
+                    attacher.scan_pid(pid);
+                }
+            }
+            // Dropping the attacher drops the eBPF object: every program is
+            // detached and unloaded.
+            drop(attacher);
+            Ok(())
+        })
+        .context("starting the attacher thread")?;
+
+    let mut pipeline = Pipeline::new(config.clone(), host_name, fingerprinter, Box::new(StdoutSink::new()));
+    pipeline.procs.seed();
+    // SAFETY: the fd belongs to the RingBuf owned by the AsyncFd and stays
+    // open, and the same, for as long as the AsyncFd lives.
+    let mut ring = unsafe { AsyncFd::register_with_interest(events, tokio::io::Interest::READABLE) }
+        .map_err(|e| anyhow::anyhow!("polling the ring buffer: {e}"))?;
+    let mut sigterm = tokio::signal::unix::signal(SignalKind::terminate())?;
+    let mut sigint = tokio::signal::unix::signal(SignalKind::interrupt())?;
+    let mut health = tokio::time::interval(Duration::from_secs(config.health_interval_secs));
+    health.tick().await;
+    let mut loss = tokio::time::interval(LOSS_CHECK);
+    let mut last_kernel = KernelCounters::default();
+    let mut ready = Some(ready_rx);
+
+    loop {
+        tokio::select! {
+            guard = ring.readable_mut() => {
+                let mut guard = guard.context("ring buffer poll")?;
+                let ring_buf = guard.get_inner_mut();
+                // Bounded batches so timers and signals are not starved.
+                for _ in 0..8192 {
+                    let Some(item) = ring_buf.next() else { break };
+                    pipeline.handle(&item);
+                }
+                guard.clear_ready();
+                pipeline.flush();
+                for pid in pipeline.take_scan_requests() {
+                    let _ = scan_tx.send(pid);
+                }
+            }
+            Some(Ok(())) = async { match ready.as_mut() { Some(rx) => Some(rx.await), None => None } }, if ready.is_some() => {
+                ready = None;
+                let attach = attach_stats(&stats);
+                info!(files = attach.files_probed.len(), "TLS probes attached; sensor ready");
+                pipeline.health("ready", bpf::read_counters(&counters), &attach);
+            }
+            _ = health.tick() => {
+                pipeline.sweep();
+                pipeline.health("running", bpf::read_counters(&counters), &attach_stats(&stats));
+            }
+            _ = loss.tick() => {
+                let kernel = bpf::read_counters(&counters);
+                if kernel.ringbuf_drops != last_kernel.ringbuf_drops {
+                    warn!(drops = kernel.ringbuf_drops - last_kernel.ringbuf_drops, "ring buffer full: records lost");
+                    pipeline.health("degraded", kernel, &attach_stats(&stats));
+                }
+                last_kernel = kernel;
+            }
+            _ = sigterm.recv() => break,
+            _ = sigint.recv() => break,
+        }
+    }
+
+    info!("stopping");
+    let ring_buf = ring.get_mut();
+    while let Some(item) = ring_buf.next() {
+        pipeline.handle(&item);
+    }
+    pipeline.drain();
+    drop(scan_tx);
+    match attacher.join() {
+        Ok(result) => result?,
+        Err(_) => warn!("attacher thread panicked"),
+    }
+    info!("all probes detached");
+    pipeline.health("stopped", bpf::read_counters(&counters), &attach_stats(&stats));
+    Ok(())
+}
+
+/// What the sensor needs before it tries to load anything.
+fn preflight() -> anyhow::Result<()> {
+    if !std::path::Path::new("/sys/kernel/btf/vmlinux").exists() {
+        anyhow::bail!("this kernel exposes no BTF (/sys/kernel/btf/vmlinux); a kernel built with CONFIG_DEBUG_INFO_BTF=y is required");
+    }
+    if !nix::unistd::geteuid().is_root() {
+        anyhow::bail!(
+            "the sensor must run as root (or with CAP_BPF, CAP_PERFMON, CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH): \
+             try `sudo` or `cargo xtask run`"
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,127 @@
+//! Masking secrets in command lines before they leave the process.
+//!
+//! Command lines carry API keys more often than they should (`curl -H
+//! 'Authorization: Bearer sk-...'`, `--api-key=...`, `TOKEN=... cmd`). The
+//! sensor reports the command line, so it masks: values of secret-looking
+//! flags, secret-looking `name=value` pairs, auth headers, URL userinfo, and
+//! strings shaped like well-known keys. Masking errs on the side of hiding.
+
+use std::sync::LazyLock;
+
+use regex::Regex;
+
+pub const MASK: &str = "****";
+
+/// Flags whose *next* argument is a secret.
+const SECRET_FLAGS: &[&str] = &[
+    "--api-key", "--apikey", "--key", "--token", "--access-token", "--auth-token", "--password",
+    "--passwd", "--secret", "--client-secret", "--bearer", "--oauth2-bearer", "--proxy-user",
+    "-u", "--user", "--cookie", "-b", "--pass",
+];
+/// Flags whose next argument is a header that may be an auth header.
+const HEADER_FLAGS: &[&str] = &["-H", "--header", "--proxy-header"];
+
+static PATTERNS: LazyLock<Vec<(Regex, &'static str)>> = LazyLock::new(|| {
+    let table: [(&str, &str); 7] = [
+        // Auth-carrying headers: keep the name, hide the rest.
+        (
+            r"(?i)\b((?:proxy-)?authorization|x-api-key|api-key|x-goog-api-key|cookie|set-cookie|x-auth-token|private-token)(\s*[:=]\s*)\S.*",
+            "${1}${2}****",
+        ),
+        // name=value where the name smells of a secret (env, query strings, flags).
+        (
+            r"(?i)([A-Za-z0-9_.-]*(?:key|token|secret|passw(?:or)?d|pwd|credential|auth)[A-Za-z0-9_.-]*)=([^&\s]+)",
+            "${1}=****",
+        ),
+        // URL userinfo.
+        (r"(?i)\b([a-z][a-z0-9+.-]*://[^/\s:@]+):[^@\s/]+@", "${1}:****@"),
+        // Well-known key shapes anywhere.
+        (r"\bsk-[A-Za-z0-9_-]{6,}", "****"),
+        (r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b", "****"),
+        (r"\bAIza[0-9A-Za-z_-]{20,}", "****"),
+        (r"\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*", "****"),
+    ];
+    table
+        .into_iter()
+        .filter_map(|(re, with)| Regex::new(re).ok().map(|re| (re, with)))
+        .collect()
+});
+
+static OTHER_KEYS: LazyLock<Option<Regex>> = LazyLock::new(|| {
+    Regex::new(r"\b(?:gh[pousr]_[A-Za-z0-9]{20,}|xox[abprs]-[A-Za-z0-9-]{10,}|glpat-[A-Za-z0-9_-]{20,})").ok()
+});
+
+/// Masks one argument (or any free text).
+pub fn mask_text(text: &str) -> String {
+    let mut out = std::borrow::Cow::Borrowed(text);
+    for (re, with) in PATTERNS.iter() {
+        if re.is_match(&out) {
+            out = std::borrow::Cow::Owned(re.replace_all(&out, *with).into_owned());
+        }
+    }
+    if let Some(re) = OTHER_KEYS.as_ref()
+        && re.is_match(&out)
+    {
+        out = std::borrow::Cow::Owned(re.replace_all(&out, MASK).into_owned());
+    }
+    out.into_owned()
+}
+
+/// Masks an argument vector and joins it into one command line.
+pub fn mask_command_line<S: AsRef<str>>(args: &[S]) -> String {
+    let mut out: Vec<String> = Vec::with_capacity(args.len());
+    let mut hide_next = false;
+    for arg in args {
+        let arg = arg.as_ref();
+        if hide_next {
+            out.push(MASK.to_owned());
+            hide_next = false;
+            continue;
+        }
+        let flag = arg.split_once('=').map_or(arg, |(f, _)| f);
+        if SECRET_FLAGS.contains(&arg) {
+            hide_next = true;
+            out.push(arg.to_owned());
+        } else if arg.starts_with("--") && arg.contains('=') && SECRET_FLAGS.contains(&flag) {
+            out.push(format!("{flag}={MASK}"));
+        } else if HEADER_FLAGS.contains(&arg) {
+            // The header itself is masked by the patterns when it is an auth one.
+            out.push(arg.to_owned());
+        } else {
+            out.push(mask_text(arg));
+        }
+    }
+    out.join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masks_curl_auth_headers_and_flags() {
+        let args = ["curl", "-H", "Authorization: Bearer sk-test-abcdefghij", "-H", "x-api-key: sk-ant-test-1234567", "-u", "alice:hunter2", "https://api.openai.com/v1/chat/completions"];
+        let line = mask_command_line(&args);
+        assert!(!line.contains("abcdefghij") && !line.contains("1234567") && !line.contains("hunter2"), "{line}");
+        assert!(line.contains("Authorization: ****"), "{line}");
+        assert!(line.contains("https://api.openai.com/v1/chat/completions"), "{line}");
+    }
+
+    #[test]
+    fn masks_key_value_pairs_urls_and_shapes() {
+        let line = mask_command_line(&[
+            "app", "--api-key=verysecret", "OPENAI_API_KEY=zzz", "https://bob:pw@host/x?key=abc&q=1",
+            "AKIAABCDEFGHIJKLMNOP", "--token", "t0k", "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2ln",
+        ]);
+        for secret in ["verysecret", "zzz", ":pw@", "key=abc", "AKIAABCDEFGHIJKLMNOP", "t0k", "eyJhbGci"] {
+            assert!(!line.contains(secret), "{secret} in {line}");
+        }
+        assert!(line.contains("q=1") && line.contains("bob:****@"), "{line}");
+    }
+
+    #[test]
+    fn leaves_ordinary_arguments_alone() {
+        let args = ["python3", "-m", "http.server", "--bind", "127.0.0.1", "8080"];
+        assert_eq!(mask_command_line(&args), args.join(" "));
+    }
+}

@@ -1,0 +1,256 @@
+//! The live process table: seeded from /proc at start, kept current by the
+//! kernel's fork, exec and exit records, and filled lazily from /proc for a
+//! process the sensor has not seen yet.
+//!
+//! Keyed by pid; a new exec or fork of a pid replaces the entry, so pid
+//! reuse does not mix two processes. Exited processes stay for a grace
+//! period so records still in flight can be attributed.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    fs,
+    time::{Duration, Instant},
+};
+
+use super::mask::mask_command_line;
+
+/// How long an exited process stays in the table.
+const EXIT_GRACE: Duration = Duration::from_secs(30);
+/// Fork records remembered for processes that have not exec'd.
+const MAX_FORKS: usize = 65_536;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessInfo {
+    pub pid: u32,
+    pub ppid: Option<u32>,
+    /// Absolute path of the executable, when known.
+    pub exe: Option<String>,
+    /// Command line with secrets masked.
+    pub command_line: Option<String>,
+    /// `comm`: the kernel's short name.
+    pub name: Option<String>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub cgroup_id: Option<u64>,
+    /// Boot-time ns of the fork or exec that created this entry, or of the
+    /// process start for seeded entries.
+    pub start_boot_ns: Option<u64>,
+    /// Where the data came from: `exec`, `fork`, `procfs`.
+    pub source: &'static str,
+}
+
+impl ProcessInfo {
+    fn empty(pid: u32, source: &'static str) -> Self {
+        Self {
+            pid,
+            ppid: None,
+            exe: None,
+            command_line: None,
+            name: None,
+            uid: None,
+            gid: None,
+            cgroup_id: None,
+            start_boot_ns: None,
+            source,
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct ProcessTable {
+    live: HashMap<u32, ProcessInfo>,
+    exited: VecDeque<(Instant, u32)>,
+    /// child pid -> parent pid for forks not followed by an exec yet.
+    forks: HashMap<u32, u32>,
+    fork_order: VecDeque<u32>,
+    clock_ticks: Option<u64>,
+}
+
+impl ProcessTable {
+    pub fn new() -> Self {
+        // SAFETY: sysconf has no preconditions.
+        let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+        Self { clock_ticks: u64::try_from(ticks).ok().filter(|t| *t > 0), ..Self::default() }
+    }
+
+    /// Reads every process in /proc.
+    pub fn seed(&mut self) {
+        let Ok(entries) = fs::read_dir("/proc") else { return };
+        for entry in entries.flatten() {
+            if let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse().ok()) {
+                if let Some(info) = self.read_procfs(pid) {
+                    self.live.insert(pid, info);
+                }
+            }
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.live.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.live.is_empty()
+    }
+
+    /// A process image was replaced. `filename` is what exec was given; the
+    /// absolute path and command line come from /proc while the process
+    /// lives, else the event says only what the kernel sent.
+    pub fn on_exec(&mut self, pid: u32, ppid: u32, uid: u32, gid: u32, cgroup_id: u64, ts: u64,
+        comm: &str, filename: &str) -> &ProcessInfo {
+        self.forget_fork(pid);
+        let mut info = ProcessInfo::empty(pid, "exec");
+        let prior_parent = self.live.get(&pid).and_then(|p| p.ppid);
+        info.ppid = (ppid != 0).then_some(ppid).or(prior_parent).or_else(|| read_ppid(pid));
+        info.uid = Some(uid);
+        info.gid = Some(gid);
+        info.cgroup_id = Some(cgroup_id);
+        info.start_boot_ns = Some(ts);
+        info.name = Some(comm.to_owned());
+        info.exe = fs::read_link(format!("/proc/{pid}/exe"))
+            .ok()
+            .map(|p| p.to_string_lossy().into_owned())
+            .or_else(|| (!filename.is_empty()).then(|| filename.to_owned()));
+        info.command_line = read_cmdline(pid).or_else(|| Some(mask_command_line(&[filename])));
+        self.live.insert(pid, info);
+        &self.live[&pid]
+    }
+
+    /// A task was created. Threads are reported too; they are only
+    /// remembered, and only turn into entries if data arrives from them
+    /// without an exec (a forked worker).
+    pub fn on_fork(&mut self, parent: u32, child: u32) {
+        if child == parent {
+            return;
+        }
+        if self.forks.insert(child, parent).is_none() {
+            self.fork_order.push_back(child);
+        }
+        while self.fork_order.len() > MAX_FORKS {
+            if let Some(old) = self.fork_order.pop_front() {
+                self.forks.remove(&old);
+            }
+        }
+    }
+
+    fn forget_fork(&mut self, pid: u32) {
+        self.forks.remove(&pid);
+    }
+
+    pub fn on_exit(&mut self, pid: u32) {
+        self.forget_fork(pid);
+        if self.live.contains_key(&pid) {
+            self.exited.push_back((Instant::now(), pid));
+        }
+    }
+
+    /// Drops exited processes past their grace period.
+    pub fn sweep(&mut self) {
+        let now = Instant::now();
+        while let Some((at, pid)) = self.exited.front().copied() {
+            if now.duration_since(at) < EXIT_GRACE {
+                break;
+            }
+            self.exited.pop_front();
+            self.live.remove(&pid);
+        }
+    }
+
+    /// The process, resolving it from a remembered fork or /proc if it is
+    /// not in the table yet.
+    pub fn get_or_resolve(&mut self, pid: u32) -> Option<&ProcessInfo> {
+        if !self.live.contains_key(&pid) {
+            let info = self.read_procfs(pid).or_else(|| {
+                let parent = *self.forks.get(&pid)?;
+                let mut info = self.live.get(&parent)?.clone();
+                info.pid = pid;
+                info.ppid = Some(parent);
+                info.source = "fork";
+                Some(info)
+            })?;
+            self.live.insert(pid, info);
+        }
+        self.live.get(&pid)
+    }
+
+    fn read_procfs(&self, pid: u32) -> Option<ProcessInfo> {
+        let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let mut info = ProcessInfo::empty(pid, "procfs");
+        for line in status.lines() {
+            if let Some(v) = line.strip_prefix("Name:") {
+                info.name = Some(v.trim().to_owned());
+            } else if let Some(v) = line.strip_prefix("PPid:") {
+                info.ppid = v.trim().parse().ok();
+            } else if let Some(v) = line.strip_prefix("Uid:") {
+                info.uid = v.split_whitespace().nth(1).and_then(|s| s.parse().ok());
+            } else if let Some(v) = line.strip_prefix("Gid:") {
+                info.gid = v.split_whitespace().nth(1).and_then(|s| s.parse().ok());
+            } else if let Some(v) = line.strip_prefix("Tgid:") {
+                // A thread id: its process is the one to describe.
+                if v.trim().parse::<u32>().ok() != Some(pid) {
+                    return None;
+                }
+            }
+        }
+        info.exe = fs::read_link(format!("/proc/{pid}/exe")).ok().map(|p| p.to_string_lossy().into_owned());
+        info.command_line = read_cmdline(pid);
+        info.start_boot_ns = self.clock_ticks.and_then(|ticks| read_start_ns(pid, ticks));
+        Some(info)
+    }
+}
+
+fn read_cmdline(pid: u32) -> Option<String> {
+    let raw = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    if raw.is_empty() {
+        return None; // kernel thread, or a zombie
+    }
+    let args: Vec<String> = raw
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    Some(mask_command_line(&args))
+}
+
+fn read_ppid(pid: u32) -> Option<u32> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find_map(|l| l.strip_prefix("PPid:")).and_then(|v| v.trim().parse().ok())
+}
+
+/// Start time from `/proc/<pid>/stat` field 22 (clock ticks since boot).
+fn read_start_ns(pid: u32, ticks_per_sec: u64) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name is in parentheses and may contain spaces.
+    let rest = stat.get(stat.rfind(')')? + 2..)?;
+    let start: u64 = rest.split(' ').nth(19)?.parse().ok()?;
+    Some(start.checked_mul(1_000_000_000)? / ticks_per_sec)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolves_self_from_procfs() {
+        let mut table = ProcessTable::new();
+        let me = std::process::id();
+        let info = table.get_or_resolve(me).expect("self").clone();
+        assert_eq!(info.pid, me);
+        assert!(info.exe.is_some() && info.command_line.is_some() && info.start_boot_ns.is_some());
+        assert_eq!(info.ppid, Some(std::os::unix::process::parent_id()));
+    }
+
+    #[test]
+    fn forked_child_inherits_parent_until_exec() {
+        let mut table = ProcessTable::new();
+        table.live.insert(10, ProcessInfo { exe: Some("/bin/agent".into()), ..ProcessInfo::empty(10, "exec") });
+        // A pid that cannot exist in /proc (above pid_max).
+        let child = 4_000_000_001;
+        table.on_fork(10, child);
+        let info = table.get_or_resolve(child).expect("child").clone();
+        assert_eq!((info.ppid, info.exe.as_deref(), info.source), (Some(10), Some("/bin/agent"), "fork"));
+        table.on_exec(child, 10, 1000, 1000, 5, 99, "curl", "/usr/bin/curl");
+        let info = table.get_or_resolve(child).expect("child");
+        assert_eq!((info.uid, info.source, info.exe.as_deref()), (Some(1000), "exec", Some("/usr/bin/curl")));
+    }
+}

@@ -1,0 +1,18 @@
+//! The sensor daemon as a library: loading the kernel programs, decoding
+//! their records, attributing them to processes, parsing TLS plaintext into
+//! HTTP exchanges, recognising model API calls, and emitting JSON events.
+
+pub mod bpf;
+pub mod config;
+pub mod conntrack;
+pub mod credential;
+pub mod daemon;
+pub mod decode;
+pub mod event;
+pub mod identity;
+pub mod model;
+pub mod pipeline;
+pub mod protocol;
+pub mod provider;
+pub mod session;
+pub mod sink;

@@ -1,0 +1,64 @@
+//! `sensor`: the eBPF host sensor daemon. Events go to stdout as JSON lines,
+//! logs to stderr.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::Parser;
+use sensor::config::Config;
+
+#[derive(Debug, Parser)]
+#[command(version, about = "eBPF sensor that attributes model API calls to the real actor")]
+struct Cli {
+    /// Config file (TOML). Default: /etc/sensor/sensor.toml when it exists.
+    #[arg(long, short = 'c')]
+    config: Option<PathBuf>,
+    /// `host.name` on every event (default: the hostname).
+    #[arg(long)]
+    host_name: Option<String>,
+    /// Ring buffer size in bytes (power of two).
+    #[arg(long)]
+    ring_buffer_bytes: Option<u32>,
+    /// HMAC key file for credential fingerprints (created when missing).
+    #[arg(long)]
+    fingerprint_key_file: Option<PathBuf>,
+    /// Comma-separated `event.action`s to emit (default: all).
+    #[arg(long, value_delimiter = ',')]
+    events: Option<Vec<String>>,
+    /// Seconds between `sensor_health` events.
+    #[arg(long)]
+    health_interval_secs: Option<u64>,
+    /// Log filter for stderr (tracing syntax), e.g. `info`, `sensor=debug`.
+    #[arg(long, env = "SENSOR_LOG", default_value = "info")]
+    log: String,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log).context("--log")?)
+        .init();
+    let mut config = Config::load(cli.config.as_deref())?;
+    if let Some(v) = cli.host_name {
+        config.host_name = Some(v);
+    }
+    if let Some(v) = cli.ring_buffer_bytes {
+        config.ring_buffer_bytes = v;
+    }
+    if let Some(v) = cli.fingerprint_key_file {
+        config.fingerprint_key_file = v;
+    }
+    if let Some(v) = cli.events {
+        config.events = v;
+    }
+    if let Some(v) = cli.health_interval_secs {
+        config.health_interval_secs = v;
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    runtime.block_on(sensor::daemon::run(config))
+}

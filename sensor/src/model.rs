@@ -1,0 +1,138 @@
+//! Turning an HTTP exchange into a `model_call` event when it has the shape
+//! of a model API call.
+
+use crate::{
+    bpf::attach::library_name,
+    conntrack::ConnInfo,
+    credential::{self, Fingerprinter},
+    event::Event,
+    identity::mask::mask_text,
+    protocol::http1::Request,
+    provider::{self, ApiShape},
+    session::Exchange,
+};
+
+/// The Host header without port, lower case; the port separately.
+pub fn split_host(host: &str) -> (String, Option<u16>) {
+    let host = host.trim();
+    if let Some(rest) = host.strip_prefix('[') {
+        // [v6]:port
+        let (addr, tail) = rest.split_once(']').unwrap_or((rest, ""));
+        let port = tail.strip_prefix(':').and_then(|p| p.parse().ok());
+        return (addr.to_ascii_lowercase(), port);
+    }
+    match host.rsplit_once(':') {
+        Some((name, port)) if !name.contains(':') => (name.to_ascii_lowercase(), port.parse().ok()),
+        _ => (host.to_ascii_lowercase(), None),
+    }
+}
+
+/// The path of a request target without its query (which may carry keys).
+pub fn target_path(target: &str) -> &str {
+    let path = target.split(['?', '#']).next().unwrap_or(target);
+    // An absolute-form target (through a proxy): keep only the path.
+    match path.split_once("://") {
+        Some((_, rest)) => rest.find('/').map_or("/", |i| &rest[i..]),
+        None => path,
+    }
+}
+
+/// Recognises a model API request.
+pub fn shape_of(request: &Request) -> Option<ApiShape> {
+    provider::recognise(&request.method, &request.target)
+}
+
+/// Builds the `model_call` event of `ex`.
+pub fn model_call_event(ex: &Exchange, shape: ApiShape, conn: Option<&ConnInfo>, fp: &Fingerprinter) -> Event {
+    let request = &ex.request;
+    let host_header = request.headers.get_str("host");
+    let (host, host_port) = host_header.map(split_host).unzip();
+    let host_port = host_port.flatten();
+    let info = provider::extract(shape, &request.target, request, ex.response.as_ref());
+
+    let mut event = Event::new("model_call");
+    let remote = conn.map(|c| c.remote);
+    let server_address = host.clone().or_else(|| remote.map(|r| r.ip().to_string()));
+    event
+        .set("event.kind", "event")
+        .set("event.category", serde_json::json!(["network", "api"]))
+        .set("server.address", server_address)
+        .set("server.port", remote.map(|r| r.port()).or(host_port).or(Some(443)))
+        .set("server.ip", remote.map(|r| r.ip().to_string()))
+        .set("client.address", conn.and_then(|c| c.local).map(|l| l.ip().to_string()))
+        .set("client.port", conn.and_then(|c| c.local).map(|l| l.port()))
+        .set("network.transport", "tcp")
+        .set("network.type", remote.map(|r| if r.is_ipv4() { "ipv4" } else { "ipv6" }))
+        .set("network.protocol.name", "http")
+        .set("network.protocol.version", if request.version == 0 { "1.0" } else { "1.1" })
+        .set("tls.library", library_name(ex.library))
+        .set("tls.connection.id", format!("{:x}", ex.conn))
+        .set("process.io.fd", ex.fd)
+        .set("http.request.method", request.method.clone())
+        .set("url.path", target_path(&request.target))
+        .set("url.domain", host.clone())
+        .set("http.request.body.size", request.body_size)
+        .set("http.request.size", request.wire_size)
+        .set("http.request.body.truncated", request.body_truncated);
+    if let Some(query) = request.target.split_once('?').map(|(_, q)| q) {
+        event.set("url.query", mask_text(query));
+    }
+    if let Some(ua) = request.headers.get_str("user-agent") {
+        event.set("user_agent.original", mask_text(ua));
+    }
+    event
+        .set("gen_ai.provider.name", provider::provider_name(host.as_deref(), shape))
+        .set("gen_ai.operation.name", shape.operation())
+        .set("gen_ai.request.model", info.request_model)
+        .set("gen_ai.request.max_tokens", info.request_max_tokens)
+        .set("gen_ai.request.temperature", info.request_temperature)
+        .set("gen_ai.request.stream", info.streamed)
+        .set("gen_ai.response.model", info.response_model)
+        .set("gen_ai.response.id", info.response_id)
+        .set("gen_ai.usage.input_tokens", info.input_tokens)
+        .set("gen_ai.usage.output_tokens", info.output_tokens);
+    if !info.finish_reasons.is_empty() {
+        event.set("gen_ai.response.finish_reasons", info.finish_reasons);
+    }
+    match &ex.response {
+        Some(response) => {
+            let latency = response.last_ts.saturating_sub(request.first_ts);
+            event
+                .set("http.response.status_code", response.status)
+                .set("http.response.body.size", response.body_size)
+                .set("http.response.size", response.wire_size)
+                .set("http.response.body.truncated", response.body_truncated)
+                .set("event.duration", latency)
+                .set("gen_ai.server.time_to_first_byte", response.first_ts.saturating_sub(request.last_ts))
+                .set("event.outcome", if response.status < 400 { "success" } else { "failure" });
+        }
+        None => {
+            event.set("event.outcome", "unknown").set("http.response.missing", true);
+        }
+    }
+    if info.request_parse_error || info.response_parse_error {
+        event.set("gen_ai.parse_error", true);
+    }
+    if let Some(cred) = credential::detect(&request.headers, fp) {
+        event
+            .set("credential.kind", cred.kind)
+            .set("credential.fingerprint", cred.fingerprint)
+            .set("credential.source", cred.source);
+    }
+    event
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_and_paths() {
+        assert_eq!(split_host("API.OpenAI.com"), ("api.openai.com".into(), None));
+        assert_eq!(split_host("127.0.0.1:8443"), ("127.0.0.1".into(), Some(8443)));
+        assert_eq!(split_host("[::1]:9"), ("::1".into(), Some(9)));
+        assert_eq!(split_host("::1"), ("::1".into(), None));
+        assert_eq!(target_path("/v1/chat/completions?key=x"), "/v1/chat/completions");
+        assert_eq!(target_path("https://h/v1/messages"), "/v1/messages");
+    }
+}

@@ -1,0 +1,317 @@
+//! The daemon's data path, one direction: decoded records -> process and
+//! connection tables -> TLS session reassembly -> HTTP -> model call
+//! recognition -> enriched events -> sink.
+
+use std::{collections::BTreeMap, net::SocketAddr};
+
+use serde_json::json;
+use tracing::warn;
+
+use crate::{
+    bpf::{KernelCounters, attach::AttachStats},
+    config::Config,
+    conntrack::ConnTable,
+    credential::Fingerprinter,
+    decode::{self, Record, Task},
+    event::{Clock, Event, rfc3339},
+    identity::process::ProcessTable,
+    model,
+    session::{Chunk, Exchange, Sessions},
+    sink::Sink,
+};
+
+/// Counters kept in user space, reported in `sensor_health`.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct Counters {
+    pub records: u64,
+    pub decode_errors: u64,
+    pub events_emitted: BTreeMap<String, u64>,
+    pub sink_errors: u64,
+    pub http_exchanges: u64,
+    pub model_calls: u64,
+}
+
+pub struct Pipeline {
+    config: Config,
+    host_name: String,
+    instance: String,
+    clock: Clock,
+    sequence: u64,
+    pub procs: ProcessTable,
+    conns: ConnTable,
+    sessions: Sessions,
+    fingerprinter: Fingerprinter,
+    sink: Box<dyn Sink + Send>,
+    counters: Counters,
+    /// Pids whose mappings the attacher should look at (exec, mmap).
+    scan_requests: Vec<u32>,
+}
+
+impl Pipeline {
+    pub fn new(config: Config, host_name: String, fingerprinter: Fingerprinter, sink: Box<dyn Sink + Send>) -> Self {
+        let body_cap = config.body_capture_bytes;
+        Self {
+            config,
+            host_name,
+            instance: instance_id(),
+            clock: Clock::new(),
+            sequence: 0,
+            procs: ProcessTable::new(),
+            conns: ConnTable::default(),
+            sessions: Sessions::new(body_cap),
+            fingerprinter,
+            sink,
+            counters: Counters::default(),
+            scan_requests: Vec::new(),
+        }
+    }
+
+    /// Pids to hand to the attacher since the last call.
+    pub fn take_scan_requests(&mut self) -> Vec<u32> {
+        std::mem::take(&mut self.scan_requests)
+    }
+
+    /// Handles one ring buffer record.
+    pub fn handle(&mut self, bytes: &[u8]) {
+        self.counters.records += 1;
+        match decode::decode(bytes) {
+            Ok(record) => self.on_record(record),
+            Err(err) => {
+                self.counters.decode_errors += 1;
+                if self.counters.decode_errors.is_power_of_two() {
+                    warn!(%err, count = self.counters.decode_errors, "undecodable record");
+                }
+            }
+        }
+    }
+
+    fn on_record(&mut self, record: Record) {
+        match record {
+            Record::Exec { task, ppid, comm, filename } => {
+                self.procs.on_exec(task.pid, ppid, task.uid, task.gid, task.cgroup_id, task.ts_ns, &comm, &filename);
+                self.scan_requests.push(task.pid);
+                if self.config.emits("process_exec") {
+                    let mut event = Event::new("process_exec");
+                    event.set("event.kind", "event").set("event.category", json!(["process"]))
+                        .set("event.type", json!(["start"]));
+                    self.with_process(&mut event, &task);
+                    self.emit_at(event, task.ts_ns);
+                }
+            }
+            Record::Fork { task, child_pid } => self.procs.on_fork(task.pid, child_pid),
+            Record::Exit { task } => {
+                let exchanges = self.sessions.on_exit(task.pid, task.ts_ns);
+                self.on_exchanges(exchanges);
+                if self.config.emits("process_exit") {
+                    let mut event = Event::new("process_exit");
+                    event.set("event.kind", "event").set("event.category", json!(["process"]))
+                        .set("event.type", json!(["end"]));
+                    self.with_process(&mut event, &task);
+                    self.emit_at(event, task.ts_ns);
+                }
+                self.procs.on_exit(task.pid);
+                self.conns.on_exit(task.pid);
+            }
+            Record::Connect { task, fd, ret, in_progress, addr, port } => {
+                let ok = ret == 0 || in_progress;
+                let remote = SocketAddr::new(addr, port);
+                if ok {
+                    self.conns.on_connect(task.pid, fd, remote, task.ts_ns);
+                }
+                if self.config.emits("connect") {
+                    let mut event = Event::new("connect");
+                    event
+                        .set("event.kind", "event")
+                        .set("event.category", json!(["network"]))
+                        .set("event.type", json!(["connection", "start"]))
+                        .set("event.outcome", if ok { "success" } else { "failure" })
+                        .set("server.address", addr.to_string())
+                        .set("server.ip", addr.to_string())
+                        .set("server.port", port)
+                        .set("network.transport", "tcp")
+                        .set("network.type", if addr.is_ipv4() { "ipv4" } else { "ipv6" })
+                        .set("process.io.fd", fd)
+                        .set("network.connect.in_progress", in_progress);
+                    if !ok {
+                        event.set("error.code", errno_name(-ret));
+                    }
+                    self.with_process(&mut event, &task);
+                    self.emit_at(event, task.ts_ns);
+                }
+            }
+            Record::Close { task, fd } => {
+                let exchanges = self.sessions.on_close(task.pid, fd, task.ts_ns);
+                self.on_exchanges(exchanges);
+                self.conns.on_close(task.pid, fd);
+            }
+            Record::TlsData { task, conn, fd, direction, library, total_len, offset, data } => {
+                let chunk = Chunk {
+                    ts: task.ts_ns,
+                    pid: task.pid,
+                    tid: task.tid,
+                    conn,
+                    fd,
+                    direction,
+                    library,
+                    total_len,
+                    offset,
+                    data: &data,
+                };
+                let exchanges = self.sessions.on_data(&chunk);
+                self.on_exchanges(exchanges);
+            }
+            Record::TlsBind { task, conn, fd } => {
+                self.sessions.on_bind(task.pid, conn, fd);
+                // Look the local address up now, while the socket is open.
+                let _ = self.conns.get(task.pid, fd);
+            }
+            Record::ExecMmap { task, .. } => self.scan_requests.push(task.pid),
+        }
+    }
+
+    fn on_exchanges(&mut self, exchanges: Vec<Exchange>) {
+        for ex in exchanges {
+            self.counters.http_exchanges += 1;
+            let Some(shape) = model::shape_of(&ex.request) else { continue };
+            self.counters.model_calls += 1;
+            if !self.config.emits("model_call") {
+                continue;
+            }
+            let conn = ex.fd.and_then(|fd| self.conns.get(ex.pid, fd)).cloned();
+            let mut event = model::model_call_event(&ex, shape, conn.as_ref(), &self.fingerprinter);
+            let task = Task { ts_ns: ex.request.first_ts, pid: ex.pid, tid: ex.tid, cgroup_id: 0, uid: 0, gid: 0 };
+            self.with_process(&mut event, &task);
+            self.emit_at(event, ex.request.first_ts);
+        }
+    }
+
+    /// Adds the process fields: from the table, else what the record says.
+    fn with_process(&mut self, event: &mut Event, task: &Task) {
+        match self.procs.get_or_resolve(task.pid) {
+            Some(info) => {
+                event.set_process(info, Some(task.tid));
+            }
+            None => {
+                // Gone before the sensor could look: say what is known.
+                event
+                    .set("process.pid", task.pid)
+                    .set("process.thread.id", task.tid)
+                    .set("process.attribution_source", "kernel");
+                if task.cgroup_id != 0 {
+                    event.set("process.user.id", task.uid).set("process.group.id", task.gid)
+                        .set("process.cgroup.id", task.cgroup_id);
+                }
+            }
+        }
+    }
+
+    fn emit_at(&mut self, mut event: Event, boot_ns: u64) {
+        event.set("@timestamp", rfc3339(self.clock.wall_ns(boot_ns)));
+        self.emit(event);
+    }
+
+    /// Stamps id, sequence and host, and writes the event.
+    pub fn emit(&mut self, mut event: Event) {
+        if event.get("@timestamp").is_none() {
+            event.set("@timestamp", rfc3339(self.clock.wall_ns(self.clock.now_boot_ns())));
+        }
+        self.sequence += 1;
+        event
+            .set("event.id", format!("{}-{:012x}", self.instance, self.sequence))
+            .set("event.sequence", self.sequence)
+            .set("host.name", self.host_name.clone())
+            .set("observer.type", "sensor")
+            .set("observer.version", env!("CARGO_PKG_VERSION"));
+        *self.counters.events_emitted.entry(event.action().to_owned()).or_default() += 1;
+        let line = match serde_json::to_vec(&event.into_value()) {
+            Ok(line) => line,
+            Err(err) => {
+                self.counters.sink_errors += 1;
+                warn!(%err, "event not serializable");
+                return;
+            }
+        };
+        if let Err(err) = self.sink.write(&line) {
+            self.counters.sink_errors += 1;
+            if self.counters.sink_errors.is_power_of_two() {
+                warn!(%err, count = self.counters.sink_errors, "sink write failed");
+            }
+        }
+    }
+
+    pub fn flush(&mut self) {
+        if let Err(err) = self.sink.flush() {
+            self.counters.sink_errors += 1;
+            if self.counters.sink_errors.is_power_of_two() {
+                warn!(%err, "sink flush failed");
+            }
+        }
+    }
+
+    /// Periodic upkeep: idle sessions and exited processes.
+    pub fn sweep(&mut self) {
+        let now = self.clock.now_boot_ns();
+        let exchanges = self.sessions.sweep(now);
+        self.on_exchanges(exchanges);
+        self.procs.sweep();
+    }
+
+    /// Finishes every open session (shutdown).
+    pub fn drain(&mut self) {
+        let now = self.clock.now_boot_ns();
+        let exchanges = self.sessions.drain(now);
+        self.on_exchanges(exchanges);
+    }
+
+    /// A `sensor_health` event with every counter.
+    pub fn health(&mut self, status: &str, kernel: KernelCounters, attach: &AttachStats) {
+        if !self.config.emits("sensor_health") {
+            return;
+        }
+        let mut event = Event::new("sensor_health");
+        let probed: Vec<_> = attach.files_probed.iter().map(|f| json!({"path": f.path, "library": f.library, "functions": f.functions})).collect();
+        event
+            .set("event.kind", "metric")
+            .set("sensor.status", status)
+            .set("sensor.instance", self.instance.clone())
+            .set("sensor.kernel.ringbuf_drops", kernel.ringbuf_drops)
+            .set("sensor.kernel.tls_read_errors", kernel.tls_read_errors)
+            .set("sensor.kernel.tls_bytes_truncated", kernel.tls_bytes_truncated)
+            .set("sensor.kernel.tls_orphan_returns", kernel.tls_orphan_returns)
+            .set("sensor.pipeline", serde_json::to_value(&self.counters).unwrap_or_default())
+            .set("sensor.sessions", serde_json::to_value(self.sessions.stats()).unwrap_or_default())
+            .set("sensor.processes_tracked", self.procs.len() as u64)
+            .set("sensor.tls.files_probed", probed)
+            .set("sensor.tls.files_checked", attach.files_checked)
+            .set("sensor.tls.attach_failures", attach.attach_failures)
+            .set("sensor.tls.check_failures", attach.check_failures);
+        self.emit(event);
+        self.flush();
+    }
+}
+
+/// A random id for this sensor run, so event ids are unique across restarts.
+fn instance_id() -> String {
+    let mut bytes = [0u8; 8];
+    let ok = std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
+        .is_ok();
+    if !ok {
+        let t = Clock::new().wall_ns(0) as u64 ^ u64::from(std::process::id());
+        bytes = t.to_le_bytes();
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn errno_name(errno: i32) -> String {
+    match errno {
+        111 => "ECONNREFUSED".into(),
+        110 => "ETIMEDOUT".into(),
+        113 => "EHOSTUNREACH".into(),
+        101 => "ENETUNREACH".into(),
+        13 => "EACCES".into(),
+        1 => "EPERM".into(),
+        99 => "EADDRNOTAVAIL".into(),
+        other => format!("errno {other}"),
+    }
+}

@@ -1,0 +1,277 @@
+//! JSON helpers shared by the providers, tolerant of truncated captures.
+
+use memchr::{memchr2, memmem};
+use serde_json::{Map, Value};
+
+use super::ModelCallInfo;
+use crate::protocol::http1::{Headers, Request, Response};
+use crate::protocol::sse::{self, SseEvent};
+
+/// Request keys read by every provider; each API uses its own subset.
+const REQUEST_KEYS: [&str; 6] = [
+    "model",
+    "stream",
+    "max_tokens",
+    "max_completion_tokens",
+    "max_output_tokens",
+    "temperature",
+];
+
+/// Whether a body is content-encoded (gzip, br, ...), which we cannot decode
+/// without a decompression dependency; such bodies are reported unparsable.
+pub(super) fn is_encoded(headers: &Headers) -> bool {
+    headers.get_all("content-encoding").any(|v| {
+        v.split(|&b| b == b',')
+            .map(<[u8]>::trim_ascii)
+            .any(|c| !c.is_empty() && !c.eq_ignore_ascii_case(b"identity"))
+    })
+}
+
+/// Fill the request-side fields. A body that does not parse (typically cut
+/// at the body cap) is scanned for top-level scalar keys instead.
+pub(super) fn request_fields(req: &Request, info: &mut ModelCallInfo) {
+    if req.body.is_empty() && !req.body_truncated {
+        return;
+    }
+    if is_encoded(&req.headers) {
+        info.request_parse_error = true;
+        return;
+    }
+    let obj = match serde_json::from_slice::<Value>(&req.body) {
+        Ok(Value::Object(map)) => map,
+        Ok(_) => {
+            info.request_parse_error = true;
+            return;
+        }
+        Err(_) => {
+            info.request_parse_error = true;
+            top_level_scalars(&req.body, &REQUEST_KEYS)
+        }
+    };
+    info.request_model = str_at(&obj, "model");
+    info.streamed = obj.get("stream").and_then(Value::as_bool).unwrap_or(false);
+    info.request_max_tokens = ["max_tokens", "max_completion_tokens", "max_output_tokens"]
+        .iter()
+        .find_map(|k| obj.get(*k).and_then(Value::as_u64));
+    info.request_temperature = obj.get("temperature").and_then(Value::as_f64);
+}
+
+pub(super) fn str_at(obj: &Map<String, Value>, key: &str) -> Option<String> {
+    obj.get(key)
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+}
+
+pub(super) fn u64_at(v: &Value, key: &str) -> Option<u64> {
+    v.get(key).and_then(Value::as_u64)
+}
+
+/// Parse a non-streamed JSON response body. `None` with the error flag set
+/// when it does not parse; `None` without it when there is nothing to parse.
+pub(super) fn response_json(resp: &Response, info: &mut ModelCallInfo) -> Option<Value> {
+    if resp.body.is_empty() {
+        return None;
+    }
+    if is_encoded(&resp.headers) {
+        info.response_parse_error = true;
+        return None;
+    }
+    match serde_json::from_slice::<Value>(&resp.body) {
+        Ok(v) => Some(v),
+        Err(_) => {
+            info.response_parse_error = true;
+            None
+        }
+    }
+}
+
+/// The JSON payloads of an event-stream response, with their event names.
+/// Payloads that fail to parse set the error flag; `[DONE]` is skipped.
+pub(super) fn sse_payloads(resp: &Response, info: &mut ModelCallInfo) -> Vec<(SseEvent, Value)> {
+    if is_encoded(&resp.headers) {
+        info.response_parse_error = true;
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    for ev in stream_events(resp) {
+        let data = ev.data.trim();
+        if data.is_empty() || data == "[DONE]" {
+            continue;
+        }
+        match serde_json::from_str::<Value>(data) {
+            Ok(v) => out.push((ev, v)),
+            Err(_) => info.response_parse_error = true,
+        }
+    }
+    out
+}
+
+/// Events of the kept body, plus those of the kept tail when the body
+/// overflowed the cap. A tail not contiguous with the body starts mid-event:
+/// that first fragment is dropped rather than misread.
+fn stream_events(resp: &Response) -> Vec<SseEvent> {
+    if resp.body_tail.is_empty() {
+        return sse::parse_events(&resp.body);
+    }
+    let kept = (resp.body.len() + resp.body_tail.len()) as u64;
+    if kept == resp.body_size {
+        let mut all = resp.body.clone();
+        all.extend_from_slice(&resp.body_tail);
+        return sse::parse_events(&all);
+    }
+    let mut events = sse::parse_events(&resp.body);
+    let tail = after_first_blank_line(&resp.body_tail);
+    events.extend(sse::parse_events(tail));
+    events
+}
+
+fn after_first_blank_line(b: &[u8]) -> &[u8] {
+    let mut pos = 0;
+    while let Some(i) = b.get(pos..).and_then(|r| memchr2(b'\n', b'\r', r)) {
+        let at = pos + i;
+        let next = match (b.get(at), b.get(at + 1)) {
+            (Some(b'\r'), Some(b'\n')) => at + 2,
+            _ => at + 1,
+        };
+        if matches!(b.get(next), Some(b'\n' | b'\r')) {
+            let skip = match (b.get(next), b.get(next + 1)) {
+                (Some(b'\r'), Some(b'\n')) => 2,
+                _ => 1,
+            };
+            return b.get(next + skip..).unwrap_or_default();
+        }
+        pos = next;
+    }
+    &[]
+}
+
+/// Last `"usage": {...}` object found in raw bytes: a fallback for response
+/// bodies whose JSON was cut, where usage usually sits near the end.
+pub(super) fn last_usage_object(hay: &[u8]) -> Option<Value> {
+    let mut end = hay.len();
+    while let Some(p) = memmem::rfind(hay.get(..end)?, b"\"usage\"") {
+        let after = hay.get(p + 7..).unwrap_or_default();
+        let after = after.trim_ascii_start();
+        if let Some(v) = after.strip_prefix(b":").and_then(|v| first_value(v.trim_ascii_start())) {
+            if v.is_object() {
+                return Some(v);
+            }
+        }
+        end = p;
+    }
+    None
+}
+
+/// Parse the first JSON value at the start of `b`, ignoring what follows.
+fn first_value(b: &[u8]) -> Option<Value> {
+    let mut it = serde_json::Deserializer::from_slice(b).into_iter::<Value>();
+    let v = it.next()?.ok()?;
+    // A number or literal running into the end of a cut body may itself be
+    // cut (`12` of `120`): trust it only when something follows it.
+    let delimited = matches!(v, Value::String(_) | Value::Object(_) | Value::Array(_));
+    (delimited || it.byte_offset() < b.len()).then_some(v)
+}
+
+/// Scalar values of `keys` that are members of the top-level object of a
+/// possibly truncated JSON text. A tiny tokenizer tracks strings and nesting
+/// depth, so keys inside messages or tool schemas are not mistaken for them.
+pub(super) fn top_level_scalars(body: &[u8], keys: &[&str]) -> Map<String, Value> {
+    let mut found = Map::new();
+    let mut depth = 0usize;
+    let mut i = 0;
+    while let Some(&b) = body.get(i) {
+        match b {
+            b'"' => {
+                let Some(end) = string_end(body, i) else {
+                    break;
+                };
+                if depth == 1 {
+                    let key = body.get(i + 1..end - 1).unwrap_or_default();
+                    let j = skip_ws(body, end);
+                    if body.get(j) == Some(&b':') {
+                        let k = skip_ws(body, j + 1);
+                        let wanted = keys.iter().find(|w| w.as_bytes() == key);
+                        let scalar = matches!(body.get(k), Some(b'"' | b'-' | b'0'..=b'9' | b't' | b'f'));
+                        if let (Some(w), true) = (wanted, scalar) {
+                            let v = body.get(k..).and_then(first_value);
+                            if let Some(v) = v.filter(|v| !v.is_object() && !v.is_array()) {
+                                found.entry(w.to_string()).or_insert(v);
+                            }
+                        }
+                        i = k;
+                        continue;
+                    }
+                }
+                i = end;
+            }
+            b'{' | b'[' => {
+                depth += 1;
+                i += 1;
+            }
+            b'}' | b']' => {
+                depth = depth.saturating_sub(1);
+                i += 1;
+            }
+            _ => i += 1,
+        }
+    }
+    found
+}
+
+/// Index just past the closing quote of the string opening at `start`.
+fn string_end(b: &[u8], start: usize) -> Option<usize> {
+    let mut pos = start + 1;
+    loop {
+        let i = pos + memchr2(b'"', b'\\', b.get(pos..)?)?;
+        match b.get(i) {
+            Some(b'\\') => pos = i + 2,
+            _ => return Some(i + 1),
+        }
+    }
+}
+
+fn skip_ws(b: &[u8], mut i: usize) -> usize {
+    while matches!(b.get(i), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+        i += 1;
+    }
+    i
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn top_level_scan_ignores_nested_and_handles_truncation() {
+        let body = br#"{"messages":[{"role":"user","content":"say \"model\": \"x\"","model":"nested"}],
+            "tools":[{"parameters":{"properties":{"model":{"type":"string"}}}}],
+            "model" : "gpt-4o", "stream":true, "temperature":0.2, "max_tokens": 12, "x": "trunc"#;
+        let m = top_level_scalars(body, &REQUEST_KEYS);
+        assert_eq!(m.get("model"), Some(&Value::from("gpt-4o")));
+        assert_eq!(m.get("stream"), Some(&Value::from(true)));
+        assert_eq!(m.get("temperature"), Some(&Value::from(0.2)));
+        assert_eq!(m.get("max_tokens"), Some(&Value::from(12)));
+        let cut = br#"{"model":"claude-3-5-sonnet","messages":[{"role":"user","content":"hel"#;
+        let m = top_level_scalars(cut, &REQUEST_KEYS);
+        assert_eq!(m.get("model"), Some(&Value::from("claude-3-5-sonnet")));
+        assert!(top_level_scalars(br#"{"model":"abc"#, &REQUEST_KEYS).is_empty());
+        assert!(top_level_scalars(b"\"\\", &REQUEST_KEYS).is_empty());
+    }
+
+    #[test]
+    fn usage_fallback() {
+        let hay = br#"...","usage":{"input_tokens":5,"output_tokens":7},"user":null}}"#;
+        let u = last_usage_object(hay).unwrap_or_default();
+        assert_eq!(u.get("output_tokens").and_then(Value::as_u64), Some(7));
+        assert!(last_usage_object(br#""usage": {"a":"#).is_none());
+        assert!(last_usage_object(b"").is_none());
+    }
+
+    #[test]
+    fn blank_line_skip() {
+        assert_eq!(after_first_blank_line(b"ta\": 1}\n\ndata: x\n\n"), b"data: x\n\n");
+        assert_eq!(after_first_blank_line(b"a\r\n\r\nb"), b"b");
+        assert_eq!(after_first_blank_line(b"abc"), b"");
+    }
+}
