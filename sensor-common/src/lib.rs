@@ -22,6 +22,14 @@ pub const TLS_MAX_SEGMENTS: u32 = 4;
 /// Length of the executable path captured at exec.
 pub const EXEC_FILENAME_BYTES: usize = 256;
 pub const COMM_BYTES: usize = 16;
+/// Bytes of the argument vector captured at exec (NUL-separated strings).
+/// The kernel copies each argument with a 1 KiB window, so the area is
+/// twice that: an argument that starts below 1 KiB may run past it.
+pub const EXEC_ARGS_BYTES: usize = 2048;
+/// Arguments captured at most.
+pub const EXEC_MAX_ARGS: u32 = 32;
+/// Set on [`ExecRecord::header`] flags when arguments were left out.
+pub const FLAG_EXEC_ARGS_TRUNCATED: u16 = 1;
 
 /// What a record is. Sent as `u32` in [`Header::kind`].
 #[repr(u32)]
@@ -131,8 +139,26 @@ pub struct ExecRecord {
     pub filename_len: u32,
     pub comm: [u8; COMM_BYTES],
     pub filename: [u8; EXEC_FILENAME_BYTES],
+    /// Bytes of `args` that are valid.
+    pub args_len: u32,
+    /// Arguments in `args`.
+    pub argc: u32,
+    /// The argument vector as passed to `execve`, NUL-separated, captured
+    /// in the calling process so it survives a process that exits at once.
+    pub args: [u8; EXEC_ARGS_BYTES],
 }
-const _: () = assert!(core::mem::size_of::<ExecRecord>() == 40 + 8 + 16 + 256);
+const _: () = assert!(core::mem::size_of::<ExecRecord>() == 40 + 8 + 16 + 256 + 8 + 2048);
+
+/// Arguments captured at `execve` entry, waiting for the exec to succeed.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ExecArgs {
+    pub len: u32,
+    pub argc: u32,
+    pub truncated: u32,
+    pub _pad: u32,
+    pub buf: [u8; EXEC_ARGS_BYTES],
+}
 
 /// `sched:sched_process_fork` of a new thread group or thread.
 #[repr(C)]

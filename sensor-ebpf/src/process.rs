@@ -2,14 +2,34 @@
 //! process table (it seeds the table from /proc at start).
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_probe_read_kernel_str_bytes},
-    macros::tracepoint,
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_probe_read_kernel_str_bytes,
+        bpf_probe_read_user, generated,
+    },
+    macros::{map, tracepoint},
+    maps::{LruHashMap, PerCpuArray},
     programs::TracePointContext,
     EbpfContext,
 };
-use sensor_common::{counter, ExecRecord, ExitRecord, ForkRecord, RecordKind};
+use sensor_common::{
+    counter, ExecArgs, ExecRecord, ExitRecord, ForkRecord, RecordKind, EXEC_ARGS_BYTES,
+    EXEC_MAX_ARGS, FLAG_EXEC_ARGS_TRUNCATED,
+};
 
 use crate::maps::{count, emit, header, EVENTS, FORK_PARENT};
+
+/// Argument vectors captured at `execve` entry, by thread id, until the
+/// exec completes (`sched_process_exec` names the old thread id).
+#[map]
+static EXEC_ARGS: LruHashMap<u32, ExecArgs> = LruHashMap::with_max_entries(1024, 0);
+
+/// Scratch for building an `ExecArgs` (2 KiB: too large for the stack).
+#[map]
+static EXEC_ARGS_SCRATCH: PerCpuArray<ExecArgs> = PerCpuArray::with_max_entries(1, 0);
+
+/// Each argument is copied with a window of half the buffer, starting at an
+/// offset masked below that half, so every copy stays inside the buffer.
+const ARG_WINDOW: usize = EXEC_ARGS_BYTES / 2;
 
 /// Offset of `child_pid` in `sched_process_fork`: it moved when the comm
 /// fields became `__data_loc` (6.x), so user space reads it from the
@@ -20,6 +40,73 @@ static FORK_CHILD_PID_OFFSET: u32 = 44;
 /// Offset of the `__data_loc` word of `filename` in `sched_process_exec`.
 #[unsafe(no_mangle)]
 static EXEC_FILENAME_OFFSET: u32 = 8;
+
+/// Offset of `old_pid` (the thread that called exec) in `sched_process_exec`.
+#[unsafe(no_mangle)]
+static EXEC_OLD_PID_OFFSET: u32 = 16;
+
+/// `syscalls:sys_enter_execve`: `execve(filename, argv, envp)`. The
+/// arguments are read here, in the caller's memory: by the time user space
+/// hears of the exec, a short-lived process may be gone with its
+/// `/proc/<pid>/cmdline`.
+#[tracepoint]
+pub fn sys_enter_execve(ctx: TracePointContext) -> u32 {
+    let _ = capture_args(&ctx, 24);
+    0
+}
+
+/// `syscalls:sys_enter_execveat`: `execveat(fd, filename, argv, envp, flags)`.
+#[tracepoint]
+pub fn sys_enter_execveat(ctx: TracePointContext) -> u32 {
+    let _ = capture_args(&ctx, 32);
+    0
+}
+
+fn capture_args(ctx: &TracePointContext, argv_offset: usize) -> Result<(), i64> {
+    // SAFETY: offset from the syscall tracepoint format.
+    let argv: u64 = unsafe { ctx.read_at(argv_offset) }.map_err(i64::from)?;
+    let scratch = EXEC_ARGS_SCRATCH.get_ptr_mut(0).ok_or(1i64)?;
+    // SAFETY: per-CPU scratch owned by this invocation.
+    let args = unsafe { &mut *scratch };
+    args.len = 0;
+    args.argc = 0;
+    args.truncated = 0;
+    let mut off: usize = 0;
+    for i in 0..EXEC_MAX_ARGS {
+        // SAFETY: user memory via the helper.
+        let ptr: u64 = unsafe { bpf_probe_read_user((argv + u64::from(i) * 8) as *const u64) }?;
+        if ptr == 0 {
+            break;
+        }
+        if off >= ARG_WINDOW {
+            args.truncated = 1;
+            break;
+        }
+        let at = off & (ARG_WINDOW - 1);
+        // SAFETY: `at < ARG_WINDOW` and the copy is at most ARG_WINDOW bytes,
+        // inside the 2 * ARG_WINDOW buffer; the helper checks the source.
+        let n = unsafe {
+            generated::bpf_probe_read_user_str(
+                args.buf.as_mut_ptr().add(at).cast(),
+                ARG_WINDOW as u32,
+                ptr as *const core::ffi::c_void,
+            )
+        };
+        if n <= 0 {
+            break;
+        }
+        off = at + n as usize;
+        args.argc += 1;
+        if i == EXEC_MAX_ARGS - 1 {
+            // There may be more.
+            args.truncated = 1;
+        }
+    }
+    args.len = off as u32;
+    let tid = bpf_get_current_pid_tgid() as u32;
+    EXEC_ARGS.insert(&tid, &*args, 0)?;
+    Ok(())
+}
 
 /// `sched:sched_process_fork` (kernel/fork.c, `copy_process` caller): runs in
 /// the parent. Remembers the parent for the exec that usually follows.
@@ -68,13 +155,34 @@ fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
     // SAFETY: `__data_loc` word: low 16 bits offset, high 16 bits length.
     let loc: u32 = unsafe { ctx.read_at(off) }.unwrap_or(0);
     let src = (ctx.as_ptr() as usize + (loc & 0xffff) as usize) as *const u8;
+    // SAFETY: global patched by the loader.
+    let old_off = unsafe { core::ptr::read_volatile(&EXEC_OLD_PID_OFFSET) } as usize;
+    // SAFETY: offset from the tracepoint's format file.
+    let old_tid: i32 = unsafe { ctx.read_at(old_off) }.unwrap_or(0);
+    let old_tid = old_tid as u32;
     // SAFETY: `ptr` points at reserved ring memory sized for ExecRecord.
     unsafe {
+        (*ptr).args_len = 0;
+        (*ptr).argc = 0;
+        if let Some(args) = EXEC_ARGS.get_ptr(&old_tid) {
+            let copied = generated::bpf_probe_read_kernel(
+                (*ptr).args.as_mut_ptr().cast(),
+                EXEC_ARGS_BYTES as u32,
+                (*args).buf.as_ptr().cast(),
+            );
+            if copied == 0 {
+                (*ptr).args_len = (*args).len;
+                (*ptr).argc = (*args).argc;
+                if (*args).truncated != 0 {
+                    head.flags |= FLAG_EXEC_ARGS_TRUNCATED;
+                }
+            }
+        }
+        let _ = EXEC_ARGS.remove(&old_tid);
         let len = match bpf_probe_read_kernel_str_bytes(src, &mut (*ptr).filename) {
             Ok(s) => s.len() as u32,
             Err(_) => 0,
         };
-        head.flags = 0;
         (*ptr).header = head;
         (*ptr).ppid = ppid;
         (*ptr).filename_len = len;

@@ -90,11 +90,22 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 let mut guard = guard.context("ring buffer poll")?;
                 let ring_buf = guard.get_inner_mut();
                 // Bounded batches so timers and signals are not starved.
+                let mut drained = false;
                 for _ in 0..8192 {
-                    let Some(item) = ring_buf.next() else { break };
-                    pipeline.handle(&item);
+                    match ring_buf.next() {
+                        Some(item) => pipeline.handle(&item),
+                        None => {
+                            drained = true;
+                            break;
+                        }
+                    }
                 }
-                guard.clear_ready();
+                // The kernel only wakes a consumer that has caught up, so
+                // readiness is cleared only once the ring is empty; a cut
+                // batch leaves it set and the loop comes straight back.
+                if drained {
+                    guard.clear_ready();
+                }
                 pipeline.flush();
                 for pid in pipeline.take_scan_requests() {
                     let _ = scan_tx.send(pid);

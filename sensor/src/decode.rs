@@ -6,7 +6,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use sensor_common::{
     CloseRecord, ConnectRecord, Direction, ExecMmapRecord, ExecRecord, ExitRecord,
-    FLAG_CONNECT_IN_PROGRESS, ForkRecord, Header, RECORD_VERSION, RecordKind, TlsBindRecord,
+    FLAG_CONNECT_IN_PROGRESS, FLAG_EXEC_ARGS_TRUNCATED, ForkRecord, Header, RECORD_VERSION, RecordKind, TlsBindRecord,
     TlsDataHeader, TlsLibrary,
 };
 
@@ -39,7 +39,7 @@ pub struct Task {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Record {
-    Exec { task: Task, ppid: u32, comm: String, filename: String },
+    Exec { task: Task, ppid: u32, comm: String, filename: String, args: Vec<String>, args_truncated: bool },
     Fork { task: Task, child_pid: u32 },
     Exit { task: Task },
     Connect { task: Task, fd: i32, ret: i32, in_progress: bool, addr: IpAddr, port: u16 },
@@ -90,11 +90,20 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
         RecordKind::Exec => {
             let r: ExecRecord = read(bytes)?;
             let len = (r.filename_len as usize).min(r.filename.len());
+            let args_len = (r.args_len as usize).min(r.args.len());
+            let args = r.args[..args_len]
+                .split(|b| *b == 0)
+                .filter(|a| !a.is_empty())
+                .take(r.argc as usize)
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
             Record::Exec {
                 task: t,
                 ppid: r.ppid,
                 comm: c_string(&r.comm),
                 filename: c_string(&r.filename[..len]),
+                args,
+                args_truncated: header.flags & FLAG_EXEC_ARGS_TRUNCATED != 0,
             }
         }
         RecordKind::Fork => {

@@ -14,7 +14,7 @@ use crate::{
     credential::Fingerprinter,
     decode::{self, Record, Task},
     event::{Clock, Event, rfc3339},
-    identity::process::ProcessTable,
+    identity::process::{ExecInfo, ProcessTable},
     model,
     session::{Chunk, Exchange, Sessions},
     sink::Sink,
@@ -87,8 +87,9 @@ impl Pipeline {
 
     fn on_record(&mut self, record: Record) {
         match record {
-            Record::Exec { task, ppid, comm, filename } => {
-                self.procs.on_exec(task.pid, ppid, task.uid, task.gid, task.cgroup_id, task.ts_ns, &comm, &filename);
+            Record::Exec { task, ppid, comm, filename, args, args_truncated } => {
+                let exec = ExecInfo { ppid, comm: &comm, filename: &filename, args: &args, args_truncated };
+                self.procs.on_exec(&task, &exec);
                 self.scan_requests.push(task.pid);
                 if self.config.emits("process_exec") {
                     let mut event = Event::new("process_exec");

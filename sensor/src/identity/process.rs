@@ -13,6 +13,16 @@ use std::{
 };
 
 use super::mask::mask_command_line;
+use crate::decode::Task;
+
+/// What an exec record says, besides the task.
+pub struct ExecInfo<'a> {
+    pub ppid: u32,
+    pub comm: &'a str,
+    pub filename: &'a str,
+    pub args: &'a [String],
+    pub args_truncated: bool,
+}
 
 /// How long an exited process stays in the table.
 const EXIT_GRACE: Duration = Duration::from_secs(30);
@@ -93,25 +103,38 @@ impl ProcessTable {
         self.live.is_empty()
     }
 
-    /// A process image was replaced. `filename` is what exec was given; the
-    /// absolute path and command line come from /proc while the process
-    /// lives, else the event says only what the kernel sent.
-    pub fn on_exec(&mut self, pid: u32, ppid: u32, uid: u32, gid: u32, cgroup_id: u64, ts: u64,
-        comm: &str, filename: &str) -> &ProcessInfo {
+    /// A process image was replaced. The command line comes from the
+    /// arguments the kernel captured at `execve` (complete unless the
+    /// record says they were cut, then /proc is tried); the absolute
+    /// executable path from /proc while the process lives, else the path
+    /// exec was given.
+    pub fn on_exec(&mut self, task: &Task, exec: &ExecInfo<'_>) -> &ProcessInfo {
+        let pid = task.pid;
         self.forget_fork(pid);
         let mut info = ProcessInfo::empty(pid, "exec");
         let prior_parent = self.live.get(&pid).and_then(|p| p.ppid);
-        info.ppid = (ppid != 0).then_some(ppid).or(prior_parent).or_else(|| read_ppid(pid));
-        info.uid = Some(uid);
-        info.gid = Some(gid);
-        info.cgroup_id = Some(cgroup_id);
-        info.start_boot_ns = Some(ts);
-        info.name = Some(comm.to_owned());
+        info.ppid = (exec.ppid != 0).then_some(exec.ppid).or(prior_parent).or_else(|| read_ppid(pid));
+        info.uid = Some(task.uid);
+        info.gid = Some(task.gid);
+        info.cgroup_id = Some(task.cgroup_id);
+        info.start_boot_ns = Some(task.ts_ns);
+        info.name = Some(exec.comm.to_owned());
         info.exe = fs::read_link(format!("/proc/{pid}/exe"))
             .ok()
             .map(|p| p.to_string_lossy().into_owned())
-            .or_else(|| (!filename.is_empty()).then(|| filename.to_owned()));
-        info.command_line = read_cmdline(pid).or_else(|| Some(mask_command_line(&[filename])));
+            .or_else(|| (!exec.filename.is_empty()).then(|| exec.filename.to_owned()));
+        let from_kernel = || {
+            if exec.args.is_empty() {
+                (!exec.filename.is_empty()).then(|| mask_command_line(&[exec.filename]))
+            } else {
+                Some(mask_command_line(exec.args))
+            }
+        };
+        info.command_line = if exec.args_truncated {
+            read_cmdline(pid).or_else(from_kernel)
+        } else {
+            from_kernel().or_else(|| read_cmdline(pid))
+        };
         self.live.insert(pid, info);
         &self.live[&pid]
     }
@@ -249,8 +272,12 @@ mod tests {
         table.on_fork(10, child);
         let info = table.get_or_resolve(child).expect("child").clone();
         assert_eq!((info.ppid, info.exe.as_deref(), info.source), (Some(10), Some("/bin/agent"), "fork"));
-        table.on_exec(child, 10, 1000, 1000, 5, 99, "curl", "/usr/bin/curl");
+        let task = Task { ts_ns: 99, pid: child, tid: child, cgroup_id: 5, uid: 1000, gid: 1000 };
+        let args = vec!["curl".to_owned(), "--token".to_owned(), "s3cret".to_owned()];
+        let exec = ExecInfo { ppid: 10, comm: "curl", filename: "/usr/bin/curl", args: &args, args_truncated: false };
+        table.on_exec(&task, &exec);
         let info = table.get_or_resolve(child).expect("child");
         assert_eq!((info.uid, info.source, info.exe.as_deref()), (Some(1000), "exec", Some("/usr/bin/curl")));
+        assert_eq!(info.command_line.as_deref(), Some("curl --token ****"));
     }
 }

@@ -70,7 +70,10 @@ pub fn parse_events(body: &[u8]) -> Vec<SseEvent> {
         let (line, used) = match memchr2(b'\r', b'\n', rest) {
             Some(i) => {
                 let crlf = rest.get(i) == Some(&b'\r') && rest.get(i + 1) == Some(&b'\n');
-                (rest.get(..i).unwrap_or_default(), i + if crlf { 2 } else { 1 })
+                (
+                    rest.get(..i).unwrap_or_default(),
+                    i + if crlf { 2 } else { 1 },
+                )
             }
             None => (rest, rest.len()),
         };

@@ -68,7 +68,9 @@ fn apply_usage(u: &Value, info: &mut ModelCallInfo) {
 }
 
 fn push_stop_reason(holder: Option<&Value>, info: &mut ModelCallInfo) {
-    let reason = holder.and_then(|d| d.get("stop_reason")).and_then(Value::as_str);
+    let reason = holder
+        .and_then(|d| d.get("stop_reason"))
+        .and_then(Value::as_str);
     if let Some(r) = reason {
         info.finish_reasons.push(r.to_owned());
     }

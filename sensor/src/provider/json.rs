@@ -153,7 +153,10 @@ pub(super) fn last_usage_object(hay: &[u8]) -> Option<Value> {
     while let Some(p) = memmem::rfind(hay.get(..end)?, b"\"usage\"") {
         let after = hay.get(p + 7..).unwrap_or_default();
         let after = after.trim_ascii_start();
-        if let Some(v) = after.strip_prefix(b":").and_then(|v| first_value(v.trim_ascii_start())) {
+        if let Some(v) = after
+            .strip_prefix(b":")
+            .and_then(|v| first_value(v.trim_ascii_start()))
+        {
             if v.is_object() {
                 return Some(v);
             }
@@ -192,7 +195,8 @@ pub(super) fn top_level_scalars(body: &[u8], keys: &[&str]) -> Map<String, Value
                     if body.get(j) == Some(&b':') {
                         let k = skip_ws(body, j + 1);
                         let wanted = keys.iter().find(|w| w.as_bytes() == key);
-                        let scalar = matches!(body.get(k), Some(b'"' | b'-' | b'0'..=b'9' | b't' | b'f'));
+                        let scalar =
+                            matches!(body.get(k), Some(b'"' | b'-' | b'0'..=b'9' | b't' | b'f'));
                         if let (Some(w), true) = (wanted, scalar) {
                             let v = body.get(k..).and_then(first_value);
                             if let Some(v) = v.filter(|v| !v.is_object() && !v.is_array()) {
@@ -244,7 +248,8 @@ mod tests {
 
     #[test]
     fn top_level_scan_ignores_nested_and_handles_truncation() {
-        let body = br#"{"messages":[{"role":"user","content":"say \"model\": \"x\"","model":"nested"}],
+        let body =
+            br#"{"messages":[{"role":"user","content":"say \"model\": \"x\"","model":"nested"}],
             "tools":[{"parameters":{"properties":{"model":{"type":"string"}}}}],
             "model" : "gpt-4o", "stream":true, "temperature":0.2, "max_tokens": 12, "x": "trunc"#;
         let m = top_level_scalars(body, &REQUEST_KEYS);
@@ -270,7 +275,10 @@ mod tests {
 
     #[test]
     fn blank_line_skip() {
-        assert_eq!(after_first_blank_line(b"ta\": 1}\n\ndata: x\n\n"), b"data: x\n\n");
+        assert_eq!(
+            after_first_blank_line(b"ta\": 1}\n\ndata: x\n\n"),
+            b"data: x\n\n"
+        );
         assert_eq!(after_first_blank_line(b"a\r\n\r\nb"), b"b");
         assert_eq!(after_first_blank_line(b"abc"), b"");
     }

@@ -11,6 +11,8 @@ use std::collections::VecDeque;
 
 use memchr::memchr;
 
+mod body;
+
 use super::syntax::{self, StartLine, TransferCoding, MAX_PATTERN_LEN};
 use super::{Headers, ParseError, ParserStats, BODY_TAIL_CAP, MAX_HEADER_BYTES};
 
@@ -66,8 +68,13 @@ struct HeadState {
 enum Chunk {
     Size(Vec<u8>),
     Data(u64),
-    DataEnd { got_cr: bool },
-    Trailers { line_has_content: bool, total: usize },
+    DataEnd {
+        got_cr: bool,
+    },
+    Trailers {
+        line_has_content: bool,
+        total: usize,
+    },
 }
 
 enum Framing {
@@ -94,8 +101,13 @@ enum State {
 enum Plan {
     /// Interim (1xx) response: drop it and wait for the final one.
     Skip,
-    Done { tunnel: bool },
-    Body { framing: Framing, tunnel: bool },
+    Done {
+        tunnel: bool,
+    },
+    Body {
+        framing: Framing,
+        tunnel: bool,
+    },
 }
 
 enum Step {
@@ -187,7 +199,8 @@ impl Machine {
             if used == 0 {
                 stalled += 1;
                 if stalled > 4 {
-                    self.stats.bytes_skipped += rest.len() as u64;
+                    self.stats.bytes_skipped =
+                        self.stats.bytes_skipped.saturating_add(rest.len() as u64);
                     break;
                 }
             } else {
@@ -205,7 +218,7 @@ impl Machine {
             State::Body(bs) => self.body_step(ts, bs, data, out),
             State::Resync(tail) => self.resync_step(ts, tail, data),
             State::Tunnel => {
-                self.stats.tunnel_bytes += data.len() as u64;
+                self.stats.tunnel_bytes = self.stats.tunnel_bytes.saturating_add(data.len() as u64);
                 data.len()
             }
         }
@@ -233,10 +246,9 @@ impl Machine {
         }
         let old = self.buf.len();
         let room = MAX_HEADER_BYTES.saturating_sub(old);
-        let take = memchr(b'\n', data)
-            .map_or(data.len(), |i| i + 1)
-            .min(room);
-        self.buf.extend_from_slice(data.get(..take).unwrap_or_default());
+        let take = memchr(b'\n', data).map_or(data.len(), |i| i + 1).min(room);
+        self.buf
+            .extend_from_slice(data.get(..take).unwrap_or_default());
         if self.buf.last() == Some(&b'\n') {
             if self.line_ok(syntax::strip_eol(&self.buf), true) {
                 hs.line1_done = true;
@@ -248,8 +260,7 @@ impl Machine {
         } else if self.buf.len() >= MAX_HEADER_BYTES {
             self.head_too_large(hs, out);
         } else if old < PREFIX_CHECK_LEN {
-            let prefix = self.buf.get(..PREFIX_CHECK_LEN).unwrap_or(&self.buf);
-            if self.line_ok(prefix, false) {
+            if self.line_ok(vet_prefix(&self.buf), false) {
                 self.state = State::Head(hs);
             } else {
                 self.bad_start(ts, hs, out);
@@ -270,7 +281,8 @@ impl Machine {
     ) -> usize {
         let old = self.buf.len();
         let take = MAX_HEADER_BYTES.saturating_sub(old).min(data.len());
-        self.buf.extend_from_slice(data.get(..take).unwrap_or_default());
+        self.buf
+            .extend_from_slice(data.get(..take).unwrap_or_default());
         match find_head_end(&self.buf, &mut hs.scan_from) {
             Some(end) => {
                 // The block could not end inside bytes already searched, so
@@ -389,184 +401,48 @@ impl Machine {
         }
     }
 
-    fn body_step(
-        &mut self,
-        ts: u64,
-        mut bs: Box<BodyState>,
-        data: &[u8],
-        out: &mut Vec<Event>,
-    ) -> usize {
-        let BodyState { msg, framing, .. } = &mut *bs;
-        msg.last_ts = ts;
-        let (used, step) = match framing {
-            Framing::Length(remaining) => {
-                let take = take_len(*remaining, data.len());
-                self.append(msg, data.get(..take).unwrap_or_default());
-                *remaining = remaining.saturating_sub(take as u64);
-                (take, if *remaining == 0 { Step::Done } else { Step::Continue })
-            }
-            Framing::UntilClose => {
-                self.append(msg, data);
-                (data.len(), Step::Continue)
-            }
-            Framing::Chunked(chunk) => self.chunk_step(msg, chunk, data),
-        };
-        bs.msg.wire_size = bs.msg.wire_size.saturating_add(used as u64);
-        match step {
-            Step::Continue => self.state = State::Body(bs),
-            Step::Done => self.emit(bs.msg, bs.then_tunnel, out),
-            Step::Fail(e) => {
-                // Keep what was parsed (the headers matter most), then resync.
-                bs.msg.truncated = true;
-                self.emit(bs.msg, false, out);
-                self.fail(e, out);
-            }
-        }
-        used
-    }
-
-    fn chunk_step(&self, msg: &mut Partial, chunk: &mut Chunk, data: &[u8]) -> (usize, Step) {
-        match chunk {
-            Chunk::Size(line) => {
-                let nl = memchr(b'\n', data);
-                let part = data.get(..nl.unwrap_or(data.len())).unwrap_or_default();
-                if line.len() + part.len() > MAX_CHUNK_LINE {
-                    let mut quoted = line.clone();
-                    quoted.extend_from_slice(part);
-                    let line = syntax::quote(&quoted);
-                    return (part.len(), Step::Fail(ParseError::BadChunkSize { line }));
-                }
-                line.extend_from_slice(part);
-                let Some(nl) = nl else {
-                    return (data.len(), Step::Continue);
-                };
-                match syntax::parse_chunk_size(line) {
-                    None => {
-                        let line = syntax::quote(line);
-                        (nl + 1, Step::Fail(ParseError::BadChunkSize { line }))
-                    }
-                    Some(0) => {
-                        *chunk = Chunk::Trailers {
-                            line_has_content: false,
-                            total: 0,
-                        };
-                        (nl + 1, Step::Continue)
-                    }
-                    Some(n) => {
-                        *chunk = Chunk::Data(n);
-                        (nl + 1, Step::Continue)
-                    }
-                }
-            }
-            Chunk::Data(remaining) => {
-                let take = take_len(*remaining, data.len());
-                self.append(msg, data.get(..take).unwrap_or_default());
-                *remaining = remaining.saturating_sub(take as u64);
-                if *remaining == 0 {
-                    *chunk = Chunk::DataEnd { got_cr: false };
-                }
-                (take, Step::Continue)
-            }
-            Chunk::DataEnd { got_cr } => match data.first() {
-                Some(b'\r') if !*got_cr => {
-                    *got_cr = true;
-                    (1, Step::Continue)
-                }
-                Some(b'\n') => {
-                    *chunk = Chunk::Size(Vec::new());
-                    (1, Step::Continue)
-                }
-                Some(&found) => (0, Step::Fail(ParseError::BadChunkTerminator { found })),
-                None => (0, Step::Continue),
-            },
-            Chunk::Trailers {
-                line_has_content,
-                total,
-            } => {
-                // Trailer fields are not kept; only their end matters.
-                let mut pos = 0;
-                while let Some(rest) = data.get(pos..).filter(|r| !r.is_empty()) {
-                    let nl = memchr(b'\n', rest);
-                    let seg = rest.get(..nl.unwrap_or(rest.len())).unwrap_or_default();
-                    *line_has_content |= seg.iter().any(|&b| b != b'\r');
-                    let used = nl.map_or(rest.len(), |i| i + 1);
-                    pos += used;
-                    *total = total.saturating_add(used);
-                    if nl.is_some() {
-                        if !*line_has_content {
-                            return (pos, Step::Done);
-                        }
-                        *line_has_content = false;
-                    }
-                    if *total > MAX_HEADER_BYTES {
-                        let e = ParseError::HeaderTooLarge {
-                            limit: MAX_HEADER_BYTES,
-                        };
-                        return (pos, Step::Fail(e));
-                    }
-                }
-                (pos, Step::Continue)
-            }
-        }
-    }
-
-    /// Add decoded body bytes, keeping at most `body_cap` plus a bounded tail.
-    fn append(&self, msg: &mut Partial, bytes: &[u8]) {
-        msg.body_size = msg.body_size.saturating_add(bytes.len() as u64);
-        let room = self.body_cap.saturating_sub(msg.body.len());
-        let (keep, over) = bytes.split_at(room.min(bytes.len()));
-        msg.body.extend_from_slice(keep);
-        if over.is_empty() {
-            return;
-        }
-        msg.truncated = true;
-        if self.is_request() {
-            return;
-        }
-        if over.len() >= BODY_TAIL_CAP {
-            msg.tail.clear();
-            let from = over.len() - BODY_TAIL_CAP;
-            msg.tail.extend_from_slice(over.get(from..).unwrap_or_default());
-        } else {
-            msg.tail.extend_from_slice(over);
-            // Trim in batches so the cost per byte stays constant.
-            if msg.tail.len() > 2 * BODY_TAIL_CAP {
-                let cut = msg.tail.len() - BODY_TAIL_CAP;
-                msg.tail.drain(..cut);
-            }
-        }
-    }
-
     fn resync_step(&mut self, ts: u64, mut tail: Vec<u8>, data: &[u8]) -> usize {
         let resumed = HeadState {
             first_ts: ts,
             from_resync: true,
             ..HeadState::default()
         };
-        if !tail.is_empty() {
+        let tail_len = tail.len();
+        if tail_len > 0 {
             // A pattern may straddle the previous chunk and this one.
-            let tail_len = tail.len();
             let mut joined = tail.clone();
             joined.extend_from_slice(data.get(..MAX_PATTERN_LEN).unwrap_or(data));
             if let Some(p) = self.find_candidate(&joined).filter(|&p| p < tail_len) {
-                self.stats.bytes_skipped += p as u64;
+                self.stats.bytes_skipped = self.stats.bytes_skipped.saturating_add(p as u64);
                 self.buf.clear();
-                self.buf.extend_from_slice(tail.get(p..).unwrap_or_default());
+                self.buf
+                    .extend_from_slice(tail.get(p..).unwrap_or_default());
                 self.state = State::Head(resumed);
                 return 0;
             }
-            self.stats.bytes_skipped += tail_len as u64;
-            tail.clear();
         }
         if let Some(p) = self.find_candidate(data) {
-            self.stats.bytes_skipped += p as u64;
+            self.stats.bytes_skipped = self
+                .stats
+                .bytes_skipped
+                .saturating_add((tail_len + p) as u64);
             self.state = State::Head(resumed);
             return p;
         }
-        let keep = data.len().min(MAX_PATTERN_LEN - 1);
-        let split = data.len() - keep;
-        self.stats.bytes_skipped += split as u64;
-        tail.extend_from_slice(data.get(split..).unwrap_or_default());
+        // Carry the last bytes of (tail ++ data): a short chunk must not push
+        // out a partial pattern still held in the tail.
+        let keep = MAX_PATTERN_LEN - 1;
+        tail.extend_from_slice(
+            data.get(data.len().saturating_sub(keep)..)
+                .unwrap_or_default(),
+        );
+        let drop = tail.len().saturating_sub(keep);
+        tail.drain(..drop);
+        let total = (tail_len + data.len()) as u64;
+        self.stats.bytes_skipped = self
+            .stats
+            .bytes_skipped
+            .saturating_add(total - tail.len() as u64);
         self.state = State::Resync(tail);
         data.len()
     }
@@ -594,10 +470,10 @@ impl Machine {
             let ok = if complete {
                 self.line_ok(syntax::strip_eol(cand), true)
             } else {
-                self.line_ok(cand.get(..PREFIX_CHECK_LEN).unwrap_or(cand), false)
+                self.line_ok(vet_prefix(cand), false)
             };
             if ok {
-                self.stats.bytes_skipped += q as u64;
+                self.stats.bytes_skipped = self.stats.bytes_skipped.saturating_add(q as u64);
                 self.buf.drain(..q);
                 self.state = State::Head(HeadState {
                     first_ts: ts,
@@ -609,13 +485,13 @@ impl Machine {
             }
             from = q + 1;
         }
-        self.to_resync_keeping_tail();
+        self.resync_keeping_tail();
     }
 
-    fn to_resync_keeping_tail(&mut self) {
+    fn resync_keeping_tail(&mut self) {
         let keep = self.buf.len().min(MAX_PATTERN_LEN - 1);
         let split = self.buf.len() - keep;
-        self.stats.bytes_skipped += split as u64;
+        self.stats.bytes_skipped = self.stats.bytes_skipped.saturating_add(split as u64);
         let tail = self.buf.get(split..).unwrap_or_default().to_vec();
         self.reset_buf();
         self.state = State::Resync(tail);
@@ -623,17 +499,17 @@ impl Machine {
 
     fn head_too_large(&mut self, hs: HeadState, out: &mut Vec<Event>) {
         // An unvetted overlong line after a resync is noise, not a new error.
-        if !(hs.from_resync && !hs.line1_done) {
+        if !hs.from_resync || hs.line1_done {
             let e = ParseError::HeaderTooLarge {
                 limit: MAX_HEADER_BYTES,
             };
             self.error(e, out);
         }
-        self.to_resync_keeping_tail();
+        self.resync_keeping_tail();
     }
 
     fn error(&mut self, e: ParseError, out: &mut Vec<Event>) {
-        self.stats.errors += 1;
+        self.stats.errors = self.stats.errors.saturating_add(1);
         out.push(Event::Err(e));
     }
 
@@ -649,7 +525,7 @@ impl Machine {
             let cut = msg.tail.len() - BODY_TAIL_CAP;
             msg.tail.drain(..cut);
         }
-        self.stats.messages += 1;
+        self.stats.messages = self.stats.messages.saturating_add(1);
         out.push(Event::Msg(Box::new(msg)));
         self.state = if tunnel {
             State::Tunnel
@@ -665,106 +541,13 @@ impl Machine {
             self.buf.clear();
         }
     }
-
-    pub(crate) fn gap(&mut self, ts: u64, n: u64) -> Vec<Event> {
-        let mut out = Vec::new();
-        if n == 0 {
-            return out;
-        }
-        self.stats.gap_bytes += n;
-        match std::mem::replace(&mut self.state, State::Tunnel) {
-            State::Tunnel => {}
-            State::Resync(_) => {
-                // The carry-over is no longer adjacent to what comes next.
-                self.stats.bytes_skipped += n;
-                self.state = State::Resync(Vec::new());
-            }
-            State::Head(hs) => {
-                let context = if self.buf.is_empty() {
-                    "message start"
-                } else {
-                    "header block"
-                };
-                self.stats.bytes_skipped += self.buf.len() as u64;
-                if hs.from_resync {
-                    self.reset_buf();
-                    self.state = State::Resync(Vec::new());
-                } else {
-                    self.fail(ParseError::Desync { lost: n, context }, &mut out);
-                }
-            }
-            State::Body(mut bs) => {
-                bs.msg.last_ts = ts;
-                bs.msg.truncated = true;
-                bs.msg.wire_size = bs.msg.wire_size.saturating_add(n);
-                let lost_after = match &mut bs.framing {
-                    Framing::UntilClose => {
-                        bs.msg.body_size = bs.msg.body_size.saturating_add(n);
-                        Some(0)
-                    }
-                    Framing::Length(rem) | Framing::Chunked(Chunk::Data(rem)) => {
-                        let inside = n.min(*rem);
-                        *rem -= inside;
-                        bs.msg.body_size = bs.msg.body_size.saturating_add(inside);
-                        Some(n - inside)
-                    }
-                    // Chunk framing bytes were lost: the body end is unknowable.
-                    Framing::Chunked(_) => None,
-                };
-                match (lost_after, &mut bs.framing) {
-                    (Some(0), Framing::Length(0)) => self.emit(bs.msg, bs.then_tunnel, &mut out),
-                    (Some(0), Framing::Chunked(chunk)) => {
-                        if matches!(chunk, Chunk::Data(0)) {
-                            *chunk = Chunk::DataEnd { got_cr: false };
-                        }
-                        self.state = State::Body(bs);
-                    }
-                    (Some(0), _) => self.state = State::Body(bs),
-                    (lost, _) => {
-                        let context = if lost.is_some() {
-                            "after the body"
-                        } else {
-                            "chunk framing"
-                        };
-                        let lost = lost.unwrap_or(n);
-                        self.emit(bs.msg, false, &mut out);
-                        self.fail(ParseError::Desync { lost, context }, &mut out);
-                    }
-                }
-            }
-        }
-        out
-    }
-
-    pub(crate) fn close(&mut self, _ts: u64) -> Vec<Event> {
-        let mut out = Vec::new();
-        match std::mem::replace(&mut self.state, State::Head(HeadState::default())) {
-            State::Head(hs) => {
-                if !self.buf.is_empty() && !hs.from_resync {
-                    let buffered = self.buf.len();
-                    self.error(ParseError::IncompleteHead { buffered }, &mut out);
-                }
-            }
-            State::Body(mut bs) => {
-                if !matches!(bs.framing, Framing::UntilClose) {
-                    bs.msg.truncated = true;
-                }
-                self.emit(bs.msg, false, &mut out);
-            }
-            State::Resync(_) | State::Tunnel => {}
-        }
-        self.reset_buf();
-        self.state = State::Head(HeadState::default());
-        if let Side::Response(q) = &mut self.side {
-            q.clear();
-        }
-        out
-    }
 }
 
-/// How many of `avail` bytes a body with `remaining` bytes to go consumes.
-fn take_len(remaining: u64, avail: usize) -> usize {
-    usize::try_from(remaining).map_or(avail, |r| r.min(avail))
+/// The part of an incomplete start line to vet: its first bytes, without a
+/// final CR that may be the first half of the line's CRLF.
+fn vet_prefix(line: &[u8]) -> &[u8] {
+    let line = line.get(..PREFIX_CHECK_LEN).unwrap_or(line);
+    line.strip_suffix(b"\r").unwrap_or(line)
 }
 
 /// Find the end of a header block: an LF followed by LF or CRLF. Resumes at

@@ -15,7 +15,8 @@ pub(super) fn split<T>(out: Vec<Parsed<T>>) -> (Vec<T>, Vec<ParseError>) {
     (msgs, errs)
 }
 
-pub(super) const CHAT_BODY: &str = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say hi"}],"max_tokens":16}"#;
+pub(super) const CHAT_BODY: &str =
+    r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say hi"}],"max_tokens":16}"#;
 
 /// Request bytes as curl 8 sends them for `curl -d @body.json`.
 pub(super) fn curl_request(body: &str) -> Vec<u8> {
@@ -62,9 +63,15 @@ fn curl_request_in_one_chunk() {
     let (msgs, errs) = split(p.feed(7, &raw));
     assert!(errs.is_empty());
     let r = &msgs[0];
-    assert_eq!((r.method.as_str(), r.target.as_str(), r.version), ("POST", "/v1/chat/completions", 1));
+    assert_eq!(
+        (r.method.as_str(), r.target.as_str(), r.version),
+        ("POST", "/v1/chat/completions", 1)
+    );
     assert_eq!(r.headers.get_str("host"), Some("api.openai.com"));
-    assert_eq!(r.headers.get("CONTENT-TYPE"), Some(&b"application/json"[..]));
+    assert_eq!(
+        r.headers.get("CONTENT-TYPE"),
+        Some(&b"application/json"[..])
+    );
     assert_eq!(r.body, CHAT_BODY.as_bytes());
     assert_eq!(r.body_size, CHAT_BODY.len() as u64);
     assert!(!r.body_truncated);
@@ -79,12 +86,17 @@ fn keep_alive_requests_in_one_chunk() {
     let mut raw = httpx_request(CHAT_BODY);
     raw.extend_from_slice(b"GET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n");
     raw.extend_from_slice(b"\r\n"); // stray CRLF between messages is ignored
-    raw.extend_from_slice(b"POST /v1/embeddings HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n");
+    raw.extend_from_slice(
+        b"POST /v1/embeddings HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+    );
     raw.extend_from_slice(&curl_request("{}"));
     let mut p = RequestParser::default();
     let (msgs, errs) = split(p.feed(1, &raw));
     assert!(errs.is_empty(), "{errs:?}");
-    let got: Vec<_> = msgs.iter().map(|m| (m.method.as_str(), m.body.as_slice())).collect();
+    let got: Vec<_> = msgs
+        .iter()
+        .map(|m| (m.method.as_str(), m.body.as_slice()))
+        .collect();
     assert_eq!(
         got,
         vec![
@@ -145,7 +157,10 @@ fn content_length_response_and_event_stream_flag() {
     assert_eq!((msgs[0].status, msgs[0].reason.as_str()), (200, "OK"));
     assert!(msgs[0].is_event_stream && !msgs[0].chunked);
     assert_eq!(msgs[0].body, b"hello");
-    assert_eq!((msgs[1].status, msgs[1].reason.as_str()), (404, "Not Found"));
+    assert_eq!(
+        (msgs[1].status, msgs[1].reason.as_str()),
+        (404, "Not Found")
+    );
 }
 
 #[test]
@@ -185,14 +200,20 @@ fn read_until_close() {
     let (msgs, errs) = split(p.close(3));
     assert!(errs.is_empty());
     assert_eq!(msgs[0].body, b"part1 part2");
-    assert_eq!((msgs[0].version, msgs[0].body_truncated, msgs[0].last_ts), (0, false, 2));
+    assert_eq!(
+        (msgs[0].version, msgs[0].body_truncated, msgs[0].last_ts),
+        (0, false, 2)
+    );
     assert!(msgs[0].headers.has_token("connection", "close"));
 }
 
 #[test]
 fn non_chunked_transfer_coding_response_reads_until_close() {
     let mut p = ResponseParser::default();
-    p.feed(1, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nContent-Length: 2\r\n\r\nabcdef");
+    p.feed(
+        1,
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nContent-Length: 2\r\n\r\nabcdef",
+    );
     let (msgs, _) = split(p.close(2));
     assert_eq!(msgs[0].body, b"abcdef");
 }
@@ -200,7 +221,9 @@ fn non_chunked_transfer_coding_response_reads_until_close() {
 #[test]
 fn close_mid_body_returns_truncated_message() {
     let mut p = RequestParser::default();
-    assert!(p.feed(1, b"POST /x HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc").is_empty());
+    assert!(p
+        .feed(1, b"POST /x HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc")
+        .is_empty());
     let (msgs, errs) = split(p.close(2));
     assert!(errs.is_empty());
     assert!(msgs[0].body_truncated);
@@ -218,18 +241,29 @@ fn close_mid_body_returns_truncated_message() {
 fn connect_and_upgrade_switch_to_tunnel() {
     let mut p = ResponseParser::default();
     p.push_request_method("CONNECT");
-    let (msgs, _) = split(p.feed(1, b"HTTP/1.1 200 Connection established\r\n\r\n\x16\x03\x01 HTTP/1.1 200 OK\r\n\r\n"));
+    let (msgs, _) = split(p.feed(
+        1,
+        b"HTTP/1.1 200 Connection established\r\n\r\n\x16\x03\x01 HTTP/1.1 200 OK\r\n\r\n",
+    ));
     assert_eq!(msgs.len(), 1);
-    assert!(p.feed(2, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").is_empty());
+    assert!(p
+        .feed(2, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        .is_empty());
     assert!(p.stats().tunnel_bytes > 0);
 
     let mut p = ResponseParser::default();
-    let (msgs, _) = split(p.feed(1, b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n\x81\x05hello"));
+    let (msgs, _) = split(p.feed(
+        1,
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n\x81\x05hello",
+    ));
     assert_eq!(msgs[0].status, 101);
     assert_eq!(p.stats().errors, 0);
 
     let mut q = RequestParser::default();
-    let (msgs, _) = split(q.feed(1, b"CONNECT api.openai.com:443 HTTP/1.1\r\nHost: api.openai.com:443\r\n\r\n\x16\x03\x01"));
+    let (msgs, _) = split(q.feed(
+        1,
+        b"CONNECT api.openai.com:443 HTTP/1.1\r\nHost: api.openai.com:443\r\n\r\n\x16\x03\x01",
+    ));
     assert_eq!(msgs[0].method, "CONNECT");
     assert_eq!(q.stats().errors, 0);
 }
@@ -282,7 +316,10 @@ fn bad_header_lines() {
         let mut p = RequestParser::default();
         let (msgs, errs) = split(p.feed(1, raw));
         assert!(msgs.is_empty());
-        assert!(matches!(errs[..], [ParseError::BadHeader { .. }]), "{errs:?}");
+        assert!(
+            matches!(errs[..], [ParseError::BadHeader { .. }]),
+            "{errs:?}"
+        );
     }
 }
 
@@ -306,7 +343,10 @@ fn body_cap_and_response_tail() {
     // Requests keep no tail; contiguous tail when the overflow is small.
     let mut q = RequestParser::new(4);
     let (m, _) = split(q.feed(1, b"POST / HTTP/1.1\r\nContent-Length: 6\r\n\r\nabcdef"));
-    assert_eq!((m[0].body.as_slice(), m[0].body_size, m[0].body_truncated), (&b"abcd"[..], 6, true));
+    assert_eq!(
+        (m[0].body.as_slice(), m[0].body_size, m[0].body_truncated),
+        (&b"abcd"[..], 6, true)
+    );
     let mut p = ResponseParser::new(4);
     let (m, _) = split(p.feed(1, b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nabcdef"));
     assert_eq!(m[0].body_tail, b"ef");
@@ -315,13 +355,22 @@ fn body_cap_and_response_tail() {
 #[test]
 fn version_and_status_variants() {
     let mut p = ResponseParser::default();
-    let (m, e) = split(p.feed(1, b"HTTP/1.1 200\r\nContent-Length: 0\r\n\r\nHTTP/1.1 500 \r\nContent-Length: 0\r\n\r\n"));
+    let (m, e) = split(p.feed(
+        1,
+        b"HTTP/1.1 200\r\nContent-Length: 0\r\n\r\nHTTP/1.1 500 \r\nContent-Length: 0\r\n\r\n",
+    ));
     assert!(e.is_empty());
-    assert_eq!((m[0].status, m[0].reason.as_str(), m[1].status), (200, "", 500));
+    assert_eq!(
+        (m[0].status, m[0].reason.as_str(), m[1].status),
+        (200, "", 500)
+    );
     let mut q = RequestParser::default();
     let (m, e) = split(q.feed(1, b"GET http://example.com/v1/x?y=1 HTTP/1.0\r\n\r\n"));
     assert!(e.is_empty());
-    assert_eq!((m[0].target.as_str(), m[0].version), ("http://example.com/v1/x?y=1", 0));
+    assert_eq!(
+        (m[0].target.as_str(), m[0].version),
+        ("http://example.com/v1/x?y=1", 0)
+    );
 }
 
 #[test]

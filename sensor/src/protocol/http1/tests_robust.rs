@@ -24,13 +24,18 @@ impl Rng {
 #[test]
 fn gap_inside_content_length_body() {
     let mut p = RequestParser::default();
-    assert!(p.feed(1, b"POST /x HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc").is_empty());
+    assert!(p
+        .feed(1, b"POST /x HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc")
+        .is_empty());
     assert!(p.gap(2, 4).is_empty());
     let (msgs, errs) = split(p.feed(3, b"hijGET /next HTTP/1.1\r\n\r\n"));
     assert!(errs.is_empty());
     assert_eq!(msgs.len(), 2);
     let r = &msgs[0];
-    assert_eq!((r.body.as_slice(), r.body_size, r.body_truncated), (&b"abchij"[..], 10, true));
+    assert_eq!(
+        (r.body.as_slice(), r.body_size, r.body_truncated),
+        (&b"abchij"[..], 10, true)
+    );
     assert_eq!(r.last_ts, 3);
     assert_eq!(msgs[1].target, "/next");
     assert_eq!(p.stats().gap_bytes, 4);
@@ -53,9 +58,18 @@ fn gap_past_body_end_desyncs() {
     p.feed(1, b"POST /x HTTP/1.1\r\nContent-Length: 5\r\n\r\nab");
     let (msgs, errs) = split(p.gap(2, 50));
     assert_eq!(msgs.len(), 1);
-    assert_eq!(errs, vec![ParseError::Desync { lost: 47, context: "after the body" }]);
+    assert_eq!(
+        errs,
+        vec![ParseError::Desync {
+            lost: 47,
+            context: "after the body"
+        }]
+    );
     // Mid-message leftovers are skipped until the next request line.
-    let (msgs, errs) = split(p.feed(3, b"tail of something\r\nPOST /y HTTP/1.1\r\nContent-Length: 1\r\n\r\nz"));
+    let (msgs, errs) = split(p.feed(
+        3,
+        b"tail of something\r\nPOST /y HTTP/1.1\r\nContent-Length: 1\r\n\r\nz",
+    ));
     assert!(errs.is_empty());
     assert_eq!(msgs[0].target, "/y");
 }
@@ -80,7 +94,13 @@ fn gap_inside_chunk_data_and_framing() {
     let (msgs, errs) = split(p.gap(2, 4));
     assert_eq!(msgs.len(), 1);
     assert!(msgs[0].body_truncated);
-    assert!(matches!(errs[..], [ParseError::Desync { context: "chunk framing", .. }]));
+    assert!(matches!(
+        errs[..],
+        [ParseError::Desync {
+            context: "chunk framing",
+            ..
+        }]
+    ));
 }
 
 #[test]
@@ -89,7 +109,13 @@ fn gap_inside_headers_then_resync() {
     p.feed(1, b"POST /v1/chat/completions HTTP/1.1\r\nHost: api.op");
     let (msgs, errs) = split(p.gap(2, 100));
     assert!(msgs.is_empty());
-    assert!(matches!(errs[..], [ParseError::Desync { lost: 100, context: "header block" }]));
+    assert!(matches!(
+        errs[..],
+        [ParseError::Desync {
+            lost: 100,
+            context: "header block"
+        }]
+    ));
     // Rest of the lost request's body, then a fresh request in the next write.
     let mut rest = b"\"max_tokens\":5}".to_vec();
     rest.extend_from_slice(&curl_request(CHAT_BODY));
@@ -115,7 +141,12 @@ fn giant_header_then_resync() {
         errs.extend(split(p.feed(1, c)).1);
         assert!(p.buffered_bytes() <= MAX_HEADER_BYTES);
     }
-    assert_eq!(errs, vec![ParseError::HeaderTooLarge { limit: MAX_HEADER_BYTES }]);
+    assert_eq!(
+        errs,
+        vec![ParseError::HeaderTooLarge {
+            limit: MAX_HEADER_BYTES
+        }]
+    );
     let (msgs, errs) = split(p.feed(2, &curl_request(CHAT_BODY)));
     assert!(errs.is_empty());
     assert_eq!(msgs.len(), 1);
@@ -149,7 +180,10 @@ fn noise_glued_to_start_line_yields_one_error() {
     assert_eq!(p.stats().bytes_skipped, 24);
 
     let mut p = ResponseParser::default();
-    let (msgs, errs) = split(p.feed(1, b"\x16\x03\x03junkHTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nA"));
+    let (msgs, errs) = split(p.feed(
+        1,
+        b"\x16\x03\x03junkHTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nA",
+    ));
     assert_eq!((errs.len(), msgs.len()), (1, 1));
 }
 
@@ -178,19 +212,28 @@ fn bad_chunk_framing_keeps_message_and_resyncs() {
     let mut p = ResponseParser::default();
     let raw = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcX\r\nHTTP/1.1 204 No Content\r\n\r\n";
     let (msgs, errs) = split(p.feed(1, raw));
-    assert!(matches!(errs[..], [ParseError::BadChunkTerminator { found: b'X' }]));
+    assert!(matches!(
+        errs[..],
+        [ParseError::BadChunkTerminator { found: b'X' }]
+    ));
     assert_eq!(msgs.len(), 2);
     assert!(msgs[0].body_truncated);
     assert_eq!(msgs[1].status, 204);
     let mut p = ResponseParser::default();
-    let (_, errs) = split(p.feed(1, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"));
+    let (_, errs) = split(p.feed(
+        1,
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+    ));
     assert!(matches!(errs[..], [ParseError::BadChunkSize { .. }]));
 }
 
 #[test]
 fn long_streams_stay_bounded() {
     let mut p = ResponseParser::new(4096);
-    p.feed(1, b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n");
+    p.feed(
+        1,
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n",
+    );
     let event = b"data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\n";
     let chunk = [format!("{:x}\r\n", event.len()).as_bytes(), event, b"\r\n"].concat();
     for _ in 0..50_000 {
@@ -214,7 +257,8 @@ fn random_noise_never_panics_and_stays_bounded() {
     for iter in 0..10_000 {
         let mut req = RequestParser::new(1024);
         let mut resp = ResponseParser::new(1024);
-        let data = rng.bytes(rng.below(4096));
+        let len = rng.below(4096);
+        let data = rng.bytes(len);
         let mut pos = 0;
         let mut errors = 0;
         let mut messages = 0;
@@ -249,7 +293,9 @@ fn mutated_http_never_panics_and_stays_bounded() {
     let mut corpus = curl_request(CHAT_BODY);
     corpus.extend_from_slice(b"GET /v1/models HTTP/1.1\r\nHost: a\r\n\r\n");
     let mut responses = chunked_response();
-    responses.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc");
+    responses.extend_from_slice(
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc",
+    );
     for _ in 0..10_000 {
         for (is_req, base) in [(true, &corpus), (false, &responses)] {
             let mut data = base.clone();
@@ -261,7 +307,10 @@ fn mutated_http_never_panics_and_stays_bounded() {
                 match rng.below(3) {
                     0 => data[i] = rng.next() as u8,
                     1 => drop(data.drain(i..data.len().min(i + rng.below(20)))),
-                    _ => data.splice(i..i, rng.bytes(rng.below(20))).for_each(drop),
+                    _ => {
+                        let n = rng.below(20);
+                        data.splice(i..i, rng.bytes(n)).for_each(drop)
+                    }
                 }
             }
             let cap = 16 + rng.below(64);

@@ -1,0 +1,76 @@
+//! The sensor's own life: it loads and attaches its programs, reports
+//! health, and on SIGINT stops cleanly with every program detached.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
+
+use std::{collections::BTreeSet, process::Command};
+
+use sensor_tests::{Sensor, WAIT, action};
+use serde_json::Value;
+
+/// Ids of the BPF programs whose fds process `pid` holds, from
+/// `/proc/<pid>/fdinfo` (each program fd lists its `prog_id`).
+fn programs_of(pid: u32) -> BTreeSet<u64> {
+    let mut ids = BTreeSet::new();
+    for entry in std::fs::read_dir(format!("/proc/{pid}/fdinfo")).unwrap().flatten() {
+        let Ok(info) = std::fs::read_to_string(entry.path()) else { continue };
+        if let Some(id) = info.lines().find_map(|l| l.strip_prefix("prog_id:")) {
+            ids.insert(id.trim().parse().unwrap());
+        }
+    }
+    ids
+}
+
+/// Ids of every program loaded in the kernel.
+fn all_programs() -> BTreeSet<u64> {
+    let out = Command::new("bpftool").args(["prog", "show", "--json"]).output().expect("bpftool (cargo xtask setup --tests installs it)");
+    assert!(out.status.success(), "bpftool prog show failed: {}", String::from_utf8_lossy(&out.stderr));
+    let progs: Value = serde_json::from_slice(&out.stdout).unwrap();
+    progs.as_array().unwrap().iter().filter_map(|p| p["id"].as_u64()).collect()
+}
+
+#[test]
+fn starts_reports_and_detaches_everything_on_sigint() {
+    let sensor = Sensor::start("lifecycle", &[]);
+    let ready = sensor.events(|e| action(e) == "sensor_health" && e["sensor"]["status"] == "ready");
+    let ready = &ready[0];
+    // The host's libssl is probed with all four functions.
+    let probed = ready["sensor"]["tls"]["files_probed"].as_array().unwrap();
+    assert!(
+        probed.iter().any(|f| f["path"].as_str().unwrap().contains("libssl.so")
+            && f["functions"].as_array().unwrap().len() == 4),
+        "libssl not probed: {ready}"
+    );
+    assert_eq!(ready["sensor"]["kernel"]["ringbuf_drops"], 0);
+    let mine = programs_of(sensor.pid());
+    // 17 tracepoints and 5 uprobe programs.
+    assert_eq!(mine.len(), 22, "programs held by the sensor: {mine:?}");
+
+    // Periodic health keeps coming.
+    let running = sensor.wait_for(WAIT, |e| action(e) == "sensor_health" && e["sensor"]["status"] == "running");
+    assert!(running.is_some(), "no periodic health event");
+
+    let status = sensor.stop();
+    assert!(status.success(), "exit status {status:?}; stderr:\n{}", sensor.stderr_text());
+    let stopped = sensor.wait_for(WAIT, |e| action(e) == "sensor_health" && e["sensor"]["status"] == "stopped");
+    assert!(stopped.is_some(), "no final health event");
+    assert!(sensor.stderr_text().contains("all probes detached"));
+    let left: BTreeSet<u64> = all_programs().intersection(&mine).copied().collect();
+    assert!(left.is_empty(), "programs still loaded after stop: {left:?}");
+}
+
+#[test]
+fn refuses_a_bad_config_with_a_clear_error() {
+    sensor_tests::require_root();
+    let dir = sensor_tests::scratch("badconfig");
+    let file = dir.join("sensor.toml");
+    std::fs::write(&file, "ring_buffer_bytes = 1000\n").unwrap();
+    let out = Command::new(std::env::var_os("SENSOR_BIN").expect("SENSOR_BIN"))
+        .arg("--config")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("ring_buffer_bytes"), "{err}");
+    assert!(out.stdout.is_empty());
+}
