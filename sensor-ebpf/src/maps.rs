@@ -1,13 +1,16 @@
 //! Maps and small helpers shared by the programs.
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
-        bpf_ktime_get_boot_ns},
+    helpers::{
+        bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
+        bpf_ktime_get_boot_ns,
+    },
     macros::map,
     maps::{LruHashMap, PerCpuArray, RingBuf},
 };
-use sensor_common::{counter, Header, RecordKind, SockKey, SockValue, SslKey, TlsDataRecord,
-    RECORD_VERSION};
+use sensor_common::{
+    Header, RECORD_VERSION, RecordKind, SockKey, SockValue, SslKey, TlsDataRecord, counter,
+};
 
 /// All records go through one ring buffer: ordering across kinds (connect
 /// before data before close) is kept per CPU. User space may resize it.

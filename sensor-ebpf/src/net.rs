@@ -8,11 +8,11 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use sensor_common::{
-    CloseRecord, ConnectRecord, ExecMmapRecord, RecordKind, SockKey, SockValue, SslKey,
-    TlsBindRecord, FLAG_CONNECT_IN_PROGRESS,
+    CloseRecord, ConnectRecord, ExecMmapRecord, FLAG_CONNECT_IN_PROGRESS, RecordKind, SockKey,
+    SockValue, SslKey, TlsBindRecord,
 };
 
-use crate::maps::{emit, header, SOCKS, SSL_FD};
+use crate::maps::{SOCKS, SSL_FD, emit, header};
 
 const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
@@ -71,7 +71,12 @@ fn try_enter_connect(ctx: &TracePointContext) -> Result<(), i64> {
     let addr_ptr: u64 = unsafe { ctx.read_at(ARG1) }.map_err(i64::from)?;
     // SAFETY: reads user memory through the helper, which checks it.
     let family: u16 = unsafe { bpf_probe_read_user(addr_ptr as *const u16) }?;
-    let mut args = ConnectArgs { fd: fd as i32, family, port: 0, addr: [0; 16] };
+    let mut args = ConnectArgs {
+        fd: fd as i32,
+        family,
+        port: 0,
+        addr: [0; 16],
+    };
     match family {
         AF_INET => {
             // sockaddr_in: family, port, 4-byte address.
@@ -101,7 +106,9 @@ pub fn sys_exit_connect(ctx: TracePointContext) -> u32 {
 
 fn try_exit_connect(ctx: &TracePointContext) -> Result<(), i64> {
     let pid_tgid = bpf_get_current_pid_tgid();
-    let Some(args) = CONNECT_ARGS.get_ptr(&pid_tgid) else { return Ok(()) };
+    let Some(args) = CONNECT_ARGS.get_ptr(&pid_tgid) else {
+        return Ok(());
+    };
     // SAFETY: pointer from a successful lookup; copied before removal.
     let args = unsafe { *args };
     let _ = CONNECT_ARGS.remove(&pid_tgid);
@@ -109,7 +116,10 @@ fn try_exit_connect(ctx: &TracePointContext) -> Result<(), i64> {
     let ret: i64 = unsafe { ctx.read_at(RET) }.map_err(i64::from)?;
     let mut head = header(RecordKind::Connect);
     if ret == 0 || ret == -EINPROGRESS {
-        let key = SockKey { tgid: head.pid, fd: args.fd };
+        let key = SockKey {
+            tgid: head.pid,
+            fd: args.fd,
+        };
         SOCKS.insert(&key, &SockValue { ssl: 0 }, 0)?;
         if ret != 0 {
             head.flags |= FLAG_CONNECT_IN_PROGRESS;
@@ -138,17 +148,30 @@ fn try_close(ctx: &TracePointContext) -> Result<(), i64> {
     // SAFETY: offset from the syscall tracepoint format.
     let fd: u64 = unsafe { ctx.read_at(ARG0) }.map_err(i64::from)?;
     let head = header(RecordKind::Close);
-    let key = SockKey { tgid: head.pid, fd: fd as i32 };
-    let Some(value) = SOCKS.get_ptr(&key) else { return Ok(()) };
+    let key = SockKey {
+        tgid: head.pid,
+        fd: fd as i32,
+    };
+    let Some(value) = SOCKS.get_ptr(&key) else {
+        return Ok(());
+    };
     // SAFETY: pointer from a successful lookup; copied before removal.
     let ssl = unsafe { (*value).ssl };
     let _ = SOCKS.remove(&key);
     if ssl != 0 {
         // The SSL object may be freed and its address reused for another
         // session: forget the binding with the socket.
-        let _ = SSL_FD.remove(&SslKey { tgid: head.pid, _pad: 0, ssl });
+        let _ = SSL_FD.remove(&SslKey {
+            tgid: head.pid,
+            _pad: 0,
+            ssl,
+        });
     }
-    emit(CloseRecord { header: head, fd: fd as i32, _pad: 0 });
+    emit(CloseRecord {
+        header: head,
+        fd: fd as i32,
+        _pad: 0,
+    });
     Ok(())
 }
 
@@ -159,19 +182,31 @@ fn try_close(ctx: &TracePointContext) -> Result<(), i64> {
 #[inline(always)]
 fn bind_pending(ctx: &TracePointContext) -> Result<(), i64> {
     let pid_tgid = bpf_get_current_pid_tgid();
-    let Some(ssl) = PENDING_BIND.get_ptr(&pid_tgid) else { return Ok(()) };
+    let Some(ssl) = PENDING_BIND.get_ptr(&pid_tgid) else {
+        return Ok(());
+    };
     // SAFETY: pointer from a successful lookup.
     let ssl = unsafe { *ssl };
     // SAFETY: offset from the syscall tracepoint format.
     let fd: u64 = unsafe { ctx.read_at(ARG0) }.map_err(i64::from)?;
     let tgid = (pid_tgid >> 32) as u32;
-    let key = SockKey { tgid, fd: fd as i32 };
-    let Some(sock) = SOCKS.get_ptr_mut(&key) else { return Ok(()) };
+    let key = SockKey {
+        tgid,
+        fd: fd as i32,
+    };
+    let Some(sock) = SOCKS.get_ptr_mut(&key) else {
+        return Ok(());
+    };
     // SAFETY: pointer from a successful lookup.
     unsafe { (*sock).ssl = ssl };
     let _ = PENDING_BIND.remove(&pid_tgid);
     SSL_FD.insert(&SslKey { tgid, _pad: 0, ssl }, &(fd as i32), 0)?;
-    emit(TlsBindRecord { header: header(RecordKind::TlsBind), conn: ssl, fd: fd as i32, _pad: 0 });
+    emit(TlsBindRecord {
+        header: header(RecordKind::TlsBind),
+        conn: ssl,
+        fd: fd as i32,
+        _pad: 0,
+    });
     Ok(())
 }
 
@@ -216,6 +251,10 @@ fn try_mmap(ctx: &TracePointContext) -> Result<(), i64> {
     if prot & PROT_EXEC == 0 || fd < 0 {
         return Ok(());
     }
-    emit(ExecMmapRecord { header: header(RecordKind::ExecMmap), fd, _pad: 0 });
+    emit(ExecMmapRecord {
+        header: header(RecordKind::ExecMmap),
+        fd,
+        _pad: 0,
+    });
     Ok(())
 }

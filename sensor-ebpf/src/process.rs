@@ -2,6 +2,7 @@
 //! process table (it seeds the table from /proc at start).
 
 use aya_ebpf::{
+    EbpfContext,
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_probe_read_kernel_str_bytes,
         bpf_probe_read_user, generated,
@@ -9,14 +10,13 @@ use aya_ebpf::{
     macros::{map, tracepoint},
     maps::{LruHashMap, PerCpuArray},
     programs::TracePointContext,
-    EbpfContext,
 };
 use sensor_common::{
-    counter, ExecArgs, ExecRecord, ExitRecord, ForkRecord, RecordKind, EXEC_ARGS_BYTES,
-    EXEC_MAX_ARGS, FLAG_EXEC_ARGS_TRUNCATED,
+    EXEC_ARGS_BYTES, EXEC_MAX_ARGS, ExecArgs, ExecRecord, ExitRecord, FLAG_EXEC_ARGS_TRUNCATED,
+    ForkRecord, RecordKind, counter,
 };
 
-use crate::maps::{count, emit, header, EVENTS, FORK_PARENT};
+use crate::maps::{EVENTS, FORK_PARENT, count, emit, header};
 
 /// Argument vectors captured at `execve` entry, by thread id, until the
 /// exec completes (`sched_process_exec` names the old thread id).
@@ -124,7 +124,11 @@ fn try_fork(ctx: &TracePointContext) -> Result<(), i64> {
     let parent_tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     let child = child as u32;
     let _ = FORK_PARENT.insert(&child, &parent_tgid, 0);
-    emit(ForkRecord { header: header(RecordKind::Fork), child_pid: child, _pad: 0 });
+    emit(ForkRecord {
+        header: header(RecordKind::Fork),
+        child_pid: child,
+        _pad: 0,
+    });
     Ok(())
 }
 
@@ -200,7 +204,9 @@ pub fn sched_process_exit(_ctx: TracePointContext) -> u32 {
     let (tgid, tid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
     if tgid == tid {
         let _ = FORK_PARENT.remove(&tgid);
-        emit(ExitRecord { header: header(RecordKind::Exit) });
+        emit(ExitRecord {
+            header: header(RecordKind::Exit),
+        });
     }
     0
 }

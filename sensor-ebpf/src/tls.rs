@@ -5,19 +5,19 @@
 //! See https://docs.openssl.org/3.0/man3/SSL_write/ and SSL_read.
 
 use aya_ebpf::{
+    EbpfContext,
     helpers::{bpf_get_current_pid_tgid, generated},
     macros::{map, uprobe, uretprobe},
     maps::LruHashMap,
     programs::{ProbeContext, RetProbeContext},
-    EbpfContext,
 };
 use sensor_common::{
-    counter, Direction, RecordKind, SslKey, TlsDataHeader, FLAG_TLS_FD_UNKNOWN, TLS_MAX_SEGMENTS,
-    TLS_SEGMENT_BYTES,
+    Direction, FLAG_TLS_FD_UNKNOWN, RecordKind, SslKey, TLS_MAX_SEGMENTS, TLS_SEGMENT_BYTES,
+    TlsDataHeader, counter,
 };
 
 use crate::{
-    maps::{count, header, EVENTS, SSL_FD, TLS_SCRATCH},
+    maps::{EVENTS, SSL_FD, TLS_SCRATCH, count, header},
     net::PENDING_BIND,
 };
 
@@ -45,9 +45,20 @@ fn enter(ctx: &ProbeContext, direction: Direction, ex: bool) -> Result<(), i64> 
     // SAFETY: the cookie is set by the loader per attach point (the library).
     let library = unsafe { generated::bpf_get_attach_cookie(ctx.as_ptr()) } as u8;
     let pid_tgid = bpf_get_current_pid_tgid();
-    let args = SslArgs { ssl, buf, len_out, direction: direction as u8, library, _pad: [0; 6] };
+    let args = SslArgs {
+        ssl,
+        buf,
+        len_out,
+        direction: direction as u8,
+        library,
+        _pad: [0; 6],
+    };
     SSL_ARGS.insert(&pid_tgid, &args, 0)?;
-    let key = SslKey { tgid: (pid_tgid >> 32) as u32, _pad: 0, ssl };
+    let key = SslKey {
+        tgid: (pid_tgid >> 32) as u32,
+        _pad: 0,
+        ssl,
+    };
     if SSL_FD.get_ptr(&key).is_none() {
         PENDING_BIND.insert(&pid_tgid, &ssl, 0)?;
     }
@@ -116,10 +127,16 @@ const HEAD: usize = core::mem::size_of::<TlsDataHeader>();
 
 #[inline(always)]
 fn emit_data(args: &SslArgs, pid_tgid: u64, len: u64) -> Result<(), i64> {
-    let Some(scratch) = TLS_SCRATCH.get_ptr_mut(0) else { return Ok(()) };
+    let Some(scratch) = TLS_SCRATCH.get_ptr_mut(0) else {
+        return Ok(());
+    };
     let tgid = (pid_tgid >> 32) as u32;
     let fd = SSL_FD
-        .get_ptr(&SslKey { tgid, _pad: 0, ssl: args.ssl })
+        .get_ptr(&SslKey {
+            tgid,
+            _pad: 0,
+            ssl: args.ssl,
+        })
         .map(|fd| {
             // SAFETY: pointer from a successful lookup.
             unsafe { *fd }
@@ -129,7 +146,11 @@ fn emit_data(args: &SslArgs, pid_tgid: u64, len: u64) -> Result<(), i64> {
     if fd < 0 {
         head.flags |= FLAG_TLS_FD_UNKNOWN;
     }
-    let total = if len > u32::MAX as u64 { u32::MAX } else { len as u32 };
+    let total = if len > u32::MAX as u64 {
+        u32::MAX
+    } else {
+        len as u32
+    };
     // SAFETY: per-CPU scratch slot owned by this program invocation.
     unsafe {
         (*scratch).head = TlsDataHeader {
@@ -151,7 +172,11 @@ fn emit_data(args: &SslArgs, pid_tgid: u64, len: u64) -> Result<(), i64> {
             break;
         }
         let left = total - offset;
-        let n = if left > TLS_SEGMENT_BYTES as u32 { TLS_SEGMENT_BYTES as u32 } else { left };
+        let n = if left > TLS_SEGMENT_BYTES as u32 {
+            TLS_SEGMENT_BYTES as u32
+        } else {
+            left
+        };
         // SAFETY: `n` <= TLS_SEGMENT_BYTES, the size of `data`; the helper
         // checks the user address.
         let rc = unsafe {

@@ -7,7 +7,13 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 /// Event actions the sensor can emit.
-pub const ACTIONS: [&str; 5] = ["model_call", "connect", "process_exec", "process_exit", "sensor_health"];
+pub const ACTIONS: [&str; 5] = [
+    "model_call",
+    "connect",
+    "process_exec",
+    "process_exit",
+    "sensor_health",
+];
 
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/sensor/sensor.toml";
 
@@ -46,7 +52,10 @@ impl Default for Config {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("reading config {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("config {path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("config key `{key}`: {message}")]
@@ -63,11 +72,15 @@ impl Config {
         };
         let text = match std::fs::read_to_string(&path) {
             Ok(text) => text,
-            Err(err) if !explicit && err.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
+            Err(err) if !explicit && err.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(Self::default());
+            }
             Err(source) => return Err(ConfigError::Read { path, source }),
         };
-        let config: Self =
-            toml::from_str(&text).map_err(|e| ConfigError::Parse { path, message: e.to_string() })?;
+        let config: Self = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path,
+            message: e.to_string(),
+        })?;
         Ok(config)
     }
 
@@ -86,10 +99,16 @@ impl Config {
             });
         }
         if self.health_interval_secs == 0 {
-            return Err(ConfigError::Invalid { key: "health_interval_secs", message: "must be at least 1".into() });
+            return Err(ConfigError::Invalid {
+                key: "health_interval_secs",
+                message: "must be at least 1".into(),
+            });
         }
         if self.body_capture_bytes < 1024 {
-            return Err(ConfigError::Invalid { key: "body_capture_bytes", message: "must be at least 1024".into() });
+            return Err(ConfigError::Invalid {
+                key: "body_capture_bytes",
+                message: "must be at least 1024".into(),
+            });
         }
         Ok(())
     }
@@ -106,7 +125,9 @@ mod tests {
     #[test]
     fn defaults_are_valid_and_unknown_keys_rejected() {
         Config::default().validate().expect("defaults");
-        let err = toml::from_str::<Config>("ring_buffer_byte = 4096").unwrap_err().to_string();
+        let err = toml::from_str::<Config>("ring_buffer_byte = 4096")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("ring_buffer_byte"), "{err}");
         let c: Config = toml::from_str("ring_buffer_bytes = 5000").expect("parse");
         let err = c.validate().unwrap_err().to_string();

@@ -28,11 +28,24 @@ impl ConnTable {
         if self.map.len() >= MAX_CONNECTIONS {
             // Connections closed without a close record (process killed
             // before the sensor saw it): drop the oldest.
-            if let Some(key) = self.map.iter().min_by_key(|(_, c)| c.connect_ts).map(|(k, _)| *k) {
+            if let Some(key) = self
+                .map
+                .iter()
+                .min_by_key(|(_, c)| c.connect_ts)
+                .map(|(k, _)| *k)
+            {
                 self.map.remove(&key);
             }
         }
-        self.map.insert((pid, fd), ConnInfo { remote, local: None, connect_ts: ts, local_resolved: false });
+        self.map.insert(
+            (pid, fd),
+            ConnInfo {
+                remote,
+                local: None,
+                connect_ts: ts,
+                local_resolved: false,
+            },
+        );
     }
 
     pub fn on_close(&mut self, pid: u32, fd: i32) -> Option<ConnInfo> {
@@ -61,14 +74,19 @@ fn local_address(pid: u32, fd: i32, remote: SocketAddr) -> Option<SocketAddr> {
     let link = link.to_str()?;
     let inode = link.strip_prefix("socket:[")?.strip_suffix(']')?;
     for table in ["tcp", "tcp6"] {
-        let Ok(text) = fs::read_to_string(format!("/proc/{pid}/net/{table}")) else { continue };
+        let Ok(text) = fs::read_to_string(format!("/proc/{pid}/net/{table}")) else {
+            continue;
+        };
         for line in text.lines().skip(1) {
             let cols: Vec<&str> = line.split_whitespace().collect();
             if cols.get(9) == Some(&inode) {
                 let local = parse_proc_addr(cols.get(1)?)?;
                 // Report an IPv4-mapped local address as IPv4 like the remote.
                 return Some(match (local.ip(), remote.ip()) {
-                    (IpAddr::V6(v6), IpAddr::V4(_)) => SocketAddr::new(v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4), local.port()),
+                    (IpAddr::V6(v6), IpAddr::V4(_)) => SocketAddr::new(
+                        v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+                        local.port(),
+                    ),
                     _ => local,
                 });
             }
@@ -82,7 +100,9 @@ fn parse_proc_addr(text: &str) -> Option<SocketAddr> {
     let (addr, port) = text.split_once(':')?;
     let port = u16::from_str_radix(port, 16).ok()?;
     let ip = match addr.len() {
-        8 => IpAddr::V4(Ipv4Addr::from(u32::from_str_radix(addr, 16).ok()?.swap_bytes())),
+        8 => IpAddr::V4(Ipv4Addr::from(
+            u32::from_str_radix(addr, 16).ok()?.swap_bytes(),
+        )),
         32 => {
             let mut octets = [0u8; 16];
             for (i, chunk) in octets.chunks_mut(4).enumerate() {
@@ -102,7 +122,10 @@ mod tests {
 
     #[test]
     fn parses_proc_net_addresses() {
-        assert_eq!(parse_proc_addr("0100007F:01BB"), Some("127.0.0.1:443".parse().unwrap()));
+        assert_eq!(
+            parse_proc_addr("0100007F:01BB"),
+            Some("127.0.0.1:443".parse().unwrap())
+        );
         assert_eq!(
             parse_proc_addr("00000000000000000000000001000000:1F90"),
             Some("[::1]:8080".parse().unwrap())
@@ -113,7 +136,8 @@ mod tests {
     #[test]
     fn resolves_a_real_local_socket() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let client = std::net::TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+        let client =
+            std::net::TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
         use std::os::fd::AsRawFd as _;
         let mut table = ConnTable::default();
         let pid = std::process::id();

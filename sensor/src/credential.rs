@@ -23,9 +23,15 @@ const FINGERPRINT_BYTES: usize = 16;
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
     #[error("reading fingerprint key {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("creating fingerprint key {path}: {source}")]
-    Create { path: PathBuf, source: std::io::Error },
+    Create {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("fingerprint key {path} holds {len} bytes; at least 16 are needed")]
     TooShort { path: PathBuf, len: usize },
     #[error("fingerprint key {path} is readable by group or others (mode {mode:o}); chmod 600 it")]
@@ -48,34 +54,57 @@ impl Fingerprinter {
         match fs::read(path) {
             Ok(key) => {
                 let mode = fs::metadata(path)
-                    .map_err(|source| KeyError::Read { path: path.into(), source })?
+                    .map_err(|source| KeyError::Read {
+                        path: path.into(),
+                        source,
+                    })?
                     .permissions()
                     .mode();
                 if mode & 0o077 != 0 {
-                    return Err(KeyError::Permissions { path: path.into(), mode: mode & 0o777 });
+                    return Err(KeyError::Permissions {
+                        path: path.into(),
+                        mode: mode & 0o777,
+                    });
                 }
                 if key.len() < 16 {
-                    return Err(KeyError::TooShort { path: path.into(), len: key.len() });
+                    return Err(KeyError::TooShort {
+                        path: path.into(),
+                        len: key.len(),
+                    });
                 }
                 Ok(Self { key })
             }
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-                let create = |source| KeyError::Create { path: path.into(), source };
+                let create = |source| KeyError::Create {
+                    path: path.into(),
+                    source,
+                };
                 if let Some(dir) = path.parent() {
-                    fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(create)?;
+                    fs::DirBuilder::new()
+                        .recursive(true)
+                        .mode(0o700)
+                        .create(dir)
+                        .map_err(create)?;
                 }
                 let mut key = vec![0u8; KEY_BYTES];
-                fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut key)).map_err(create)?;
+                fs::File::open("/dev/urandom")
+                    .and_then(|mut f| f.read_exact(&mut key))
+                    .map_err(create)?;
                 let mut file = fs::OpenOptions::new()
                     .write(true)
                     .create_new(true)
                     .mode(0o600)
                     .open(path)
                     .map_err(create)?;
-                file.write_all(&key).and_then(|()| file.sync_all()).map_err(create)?;
+                file.write_all(&key)
+                    .and_then(|()| file.sync_all())
+                    .map_err(create)?;
                 Ok(Self { key })
             }
-            Err(source) => Err(KeyError::Read { path: path.into(), source }),
+            Err(source) => Err(KeyError::Read {
+                path: path.into(),
+                source,
+            }),
         }
     }
 
@@ -122,14 +151,21 @@ fn token_kind(token: &[u8]) -> &'static str {
 }
 
 fn trim(bytes: &[u8]) -> &[u8] {
-    let start = bytes.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(bytes.len());
-    let end = bytes.iter().rposition(|b| !b.is_ascii_whitespace()).map_or(start, |e| e + 1);
+    let start = bytes
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(bytes.len());
+    let end = bytes
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .map_or(start, |e| e + 1);
     bytes.get(start..end).unwrap_or_default()
 }
 
 fn strip_prefix_ci<'a>(value: &'a [u8], prefix: &str) -> Option<&'a [u8]> {
     let head = value.get(..prefix.len())?;
-    head.eq_ignore_ascii_case(prefix.as_bytes()).then(|| &value[prefix.len()..])
+    head.eq_ignore_ascii_case(prefix.as_bytes())
+        .then(|| &value[prefix.len()..])
 }
 
 /// The request's credential, by the header that carries it. The first
@@ -141,10 +177,18 @@ pub fn detect(headers: &Headers, fp: &Fingerprinter) -> Option<Credential> {
             let token = trim(token);
             if !token.is_empty() {
                 let kind = token_kind(token);
-                return Some(Credential { kind, fingerprint: fp.fingerprint(token), source: "authorization" });
+                return Some(Credential {
+                    kind,
+                    fingerprint: fp.fingerprint(token),
+                    source: "authorization",
+                });
             }
         } else if let Some(basic) = strip_prefix_ci(value, "basic ") {
-            return Some(Credential { kind: "basic_auth", fingerprint: fp.fingerprint(trim(basic)), source: "authorization" });
+            return Some(Credential {
+                kind: "basic_auth",
+                fingerprint: fp.fingerprint(trim(basic)),
+                source: "authorization",
+            });
         } else if let Some(sig) = strip_prefix_ci(value, "AWS4-HMAC-SHA256 ") {
             // The access key id names the credential; the signature changes
             // on every request and is not a credential.
@@ -152,20 +196,39 @@ pub fn detect(headers: &Headers, fp: &Fingerprinter) -> Option<Credential> {
                 .split(|b| *b == b',')
                 .find_map(|part| strip_prefix_ci(trim(part), "Credential="))
                 .map(|cred| cred.split(|b| *b == b'/').next().unwrap_or_default())?;
-            return Some(Credential { kind: "aws_sigv4", fingerprint: fp.fingerprint(key_id), source: "authorization" });
+            return Some(Credential {
+                kind: "aws_sigv4",
+                fingerprint: fp.fingerprint(key_id),
+                source: "authorization",
+            });
         } else if !value.is_empty() {
-            return Some(Credential { kind: "authorization", fingerprint: fp.fingerprint(value), source: "authorization" });
+            return Some(Credential {
+                kind: "authorization",
+                fingerprint: fp.fingerprint(value),
+                source: "authorization",
+            });
         }
     }
-    let by_header: [(&'static str, fn(&[u8]) -> &'static str); 4] = [
-        ("x-api-key", |v| if v.starts_with(b"sk-ant-") { "anthropic_api_key" } else { "api_key" }),
+    type KindOf = fn(&[u8]) -> &'static str;
+    let by_header: [(&'static str, KindOf); 4] = [
+        ("x-api-key", |v| {
+            if v.starts_with(b"sk-ant-") {
+                "anthropic_api_key"
+            } else {
+                "api_key"
+            }
+        }),
         ("api-key", |_| "azure_api_key"),
         ("x-goog-api-key", |_| "google_api_key"),
         ("x-api-token", |_| "api_key"),
     ];
     by_header.iter().find_map(|(name, kind)| {
         let value = trim(headers.get(name)?);
-        (!value.is_empty()).then(|| Credential { kind: kind(value), fingerprint: fp.fingerprint(value), source: name })
+        (!value.is_empty()).then(|| Credential {
+            kind: kind(value),
+            fingerprint: fp.fingerprint(value),
+            source: name,
+        })
     })
 }
 
@@ -175,7 +238,14 @@ mod tests {
     use crate::protocol::http1::Header;
 
     fn headers(list: &[(&str, &str)]) -> Headers {
-        Headers(list.iter().map(|(n, v)| Header { name: (*n).into(), value: v.as_bytes().to_vec() }).collect())
+        Headers(
+            list.iter()
+                .map(|(n, v)| Header {
+                    name: (*n).into(),
+                    value: v.as_bytes().to_vec(),
+                })
+                .collect(),
+        )
     }
 
     #[test]
@@ -192,11 +262,20 @@ mod tests {
         assert_eq!(c.kind, "bearer_jwt");
         let sig = "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20260101/us-east-1/bedrock/aws4_request, SignedHeaders=host, Signature=abc";
         let c = detect(&headers(&[("Authorization", sig)]), &fp).expect("cred");
-        assert_eq!((c.kind, c.fingerprint.clone()), ("aws_sigv4", fp.fingerprint(b"AKIDEXAMPLE")));
-        assert_eq!(detect(&headers(&[("content-type", "application/json")]), &fp), None);
+        assert_eq!(
+            (c.kind, c.fingerprint.clone()),
+            ("aws_sigv4", fp.fingerprint(b"AKIDEXAMPLE"))
+        );
+        assert_eq!(
+            detect(&headers(&[("content-type", "application/json")]), &fp),
+            None
+        );
         // Another key gives another fingerprint.
         let other = Fingerprinter::from_key(b"another key, at least 16 bytes");
-        assert_ne!(other.fingerprint(b"sk-test-abc"), fp.fingerprint(b"sk-test-abc"));
+        assert_ne!(
+            other.fingerprint(b"sk-test-abc"),
+            fp.fingerprint(b"sk-test-abc")
+        );
     }
 
     #[test]
@@ -209,7 +288,10 @@ mod tests {
         let b = Fingerprinter::load_or_create(&path).expect("reuse");
         assert_eq!(a.fingerprint(b"x"), b.fingerprint(b"x"));
         fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).expect("chmod");
-        assert!(matches!(Fingerprinter::load_or_create(&path), Err(KeyError::Permissions { .. })));
+        assert!(matches!(
+            Fingerprinter::load_or_create(&path),
+            Err(KeyError::Permissions { .. })
+        ));
         let _ = fs::remove_dir_all(&dir);
     }
 }

@@ -12,7 +12,10 @@ use tokio::{io::unix::AsyncFd, signal::unix::SignalKind, sync::oneshot};
 use tracing::{info, warn};
 
 use crate::{
-    bpf::{self, KernelCounters, attach::{AttachStats, Attacher}},
+    bpf::{
+        self, KernelCounters,
+        attach::{AttachStats, Attacher},
+    },
     config::Config,
     credential::Fingerprinter,
     pipeline::Pipeline,
@@ -23,7 +26,10 @@ use crate::{
 const LOSS_CHECK: Duration = Duration::from_secs(1);
 
 fn attach_stats(stats: &Mutex<AttachStats>) -> AttachStats {
-    stats.lock().map(|s| s.clone()).unwrap_or_else(|p| p.into_inner().clone())
+    stats
+        .lock()
+        .map(|s| s.clone())
+        .unwrap_or_else(|p| p.into_inner().clone())
 }
 
 /// Runs until a stop signal. Must be called inside a tokio runtime.
@@ -40,8 +46,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let fingerprinter = Fingerprinter::load_or_create(&config.fingerprint_key_file)?;
 
     let loaded = bpf::load(config.ring_buffer_bytes).context("loading the kernel programs")?;
-    info!(ring_buffer_bytes = config.ring_buffer_bytes, "kernel programs loaded, tracepoints attached");
-    let bpf::Loaded { ebpf, events, counters } = loaded;
+    info!(
+        ring_buffer_bytes = config.ring_buffer_bytes,
+        "kernel programs loaded, tracepoints attached"
+    );
+    let bpf::Loaded {
+        ebpf,
+        events,
+        counters,
+    } = loaded;
 
     // The attacher owns the programs; it runs on its own thread because
     // reading ELF files (node is 100 MB) must not stall the event loop.
@@ -70,12 +83,18 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         })
         .context("starting the attacher thread")?;
 
-    let mut pipeline = Pipeline::new(config.clone(), host_name, fingerprinter, Box::new(StdoutSink::new()));
+    let mut pipeline = Pipeline::new(
+        config.clone(),
+        host_name,
+        fingerprinter,
+        Box::new(StdoutSink::new()),
+    );
     pipeline.procs.seed();
     // SAFETY: the fd belongs to the RingBuf owned by the AsyncFd and stays
     // open, and the same, for as long as the AsyncFd lives.
-    let mut ring = unsafe { AsyncFd::register_with_interest(events, tokio::io::Interest::READABLE) }
-        .map_err(|e| anyhow::anyhow!("polling the ring buffer: {e}"))?;
+    let mut ring =
+        unsafe { AsyncFd::register_with_interest(events, tokio::io::Interest::READABLE) }
+            .map_err(|e| anyhow::anyhow!("polling the ring buffer: {e}"))?;
     let mut sigterm = tokio::signal::unix::signal(SignalKind::terminate())?;
     let mut sigint = tokio::signal::unix::signal(SignalKind::interrupt())?;
     let mut health = tokio::time::interval(Duration::from_secs(config.health_interval_secs));
@@ -146,14 +165,20 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         Err(_) => warn!("attacher thread panicked"),
     }
     info!("all probes detached");
-    pipeline.health("stopped", bpf::read_counters(&counters), &attach_stats(&stats));
+    pipeline.health(
+        "stopped",
+        bpf::read_counters(&counters),
+        &attach_stats(&stats),
+    );
     Ok(())
 }
 
 /// What the sensor needs before it tries to load anything.
 fn preflight() -> anyhow::Result<()> {
     if !std::path::Path::new("/sys/kernel/btf/vmlinux").exists() {
-        anyhow::bail!("this kernel exposes no BTF (/sys/kernel/btf/vmlinux); a kernel built with CONFIG_DEBUG_INFO_BTF=y is required");
+        anyhow::bail!(
+            "this kernel exposes no BTF (/sys/kernel/btf/vmlinux); a kernel built with CONFIG_DEBUG_INFO_BTF=y is required"
+        );
     }
     if !nix::unistd::geteuid().is_root() {
         anyhow::bail!(

@@ -6,8 +6,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use sensor_common::{
     CloseRecord, ConnectRecord, Direction, ExecMmapRecord, ExecRecord, ExitRecord,
-    FLAG_CONNECT_IN_PROGRESS, FLAG_EXEC_ARGS_TRUNCATED, ForkRecord, Header, RECORD_VERSION, RecordKind, TlsBindRecord,
-    TlsDataHeader, TlsLibrary,
+    FLAG_CONNECT_IN_PROGRESS, FLAG_EXEC_ARGS_TRUNCATED, ForkRecord, Header, RECORD_VERSION,
+    RecordKind, TlsBindRecord, TlsDataHeader, TlsLibrary,
 };
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -39,11 +39,33 @@ pub struct Task {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Record {
-    Exec { task: Task, ppid: u32, comm: String, filename: String, args: Vec<String>, args_truncated: bool },
-    Fork { task: Task, child_pid: u32 },
-    Exit { task: Task },
-    Connect { task: Task, fd: i32, ret: i32, in_progress: bool, addr: IpAddr, port: u16 },
-    Close { task: Task, fd: i32 },
+    Exec {
+        task: Task,
+        ppid: u32,
+        comm: String,
+        filename: String,
+        args: Vec<String>,
+        args_truncated: bool,
+    },
+    Fork {
+        task: Task,
+        child_pid: u32,
+    },
+    Exit {
+        task: Task,
+    },
+    Connect {
+        task: Task,
+        fd: i32,
+        ret: i32,
+        in_progress: bool,
+        addr: IpAddr,
+        port: u16,
+    },
+    Close {
+        task: Task,
+        fd: i32,
+    },
     TlsData {
         task: Task,
         conn: u64,
@@ -54,15 +76,25 @@ pub enum Record {
         offset: u32,
         data: Vec<u8>,
     },
-    TlsBind { task: Task, conn: u64, fd: i32 },
-    ExecMmap { task: Task, fd: i32 },
+    TlsBind {
+        task: Task,
+        conn: u64,
+        fd: i32,
+    },
+    ExecMmap {
+        task: Task,
+        fd: i32,
+    },
 }
 
 /// Copies a `#[repr(C)]` plain-integer record out of `bytes`.
 fn read<T: Copy>(bytes: &[u8]) -> Result<T, DecodeError> {
     let need = size_of::<T>();
     if bytes.len() < need {
-        return Err(DecodeError::Short { len: bytes.len(), need });
+        return Err(DecodeError::Short {
+            len: bytes.len(),
+            need,
+        });
     }
     // SAFETY: length checked above; `T` is one of the sensor-common records,
     // plain integers and byte arrays for which every bit pattern is valid;
@@ -71,7 +103,14 @@ fn read<T: Copy>(bytes: &[u8]) -> Result<T, DecodeError> {
 }
 
 fn task(h: &Header) -> Task {
-    Task { ts_ns: h.ts_ns, pid: h.pid, tid: h.tid, cgroup_id: h.cgroup_id, uid: h.uid, gid: h.gid }
+    Task {
+        ts_ns: h.ts_ns,
+        pid: h.pid,
+        tid: h.tid,
+        cgroup_id: h.cgroup_id,
+        uid: h.uid,
+        gid: h.gid,
+    }
 }
 
 fn c_string(bytes: &[u8]) -> String {
@@ -81,9 +120,12 @@ fn c_string(bytes: &[u8]) -> String {
 
 pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
     let header: Header = read(bytes)?;
-    let kind = RecordKind::try_from(header.kind).map_err(|kind| DecodeError::UnknownKind { kind })?;
+    let kind =
+        RecordKind::try_from(header.kind).map_err(|kind| DecodeError::UnknownKind { kind })?;
     if header.version != RECORD_VERSION {
-        return Err(DecodeError::Version { version: header.version });
+        return Err(DecodeError::Version {
+            version: header.version,
+        });
     }
     let t = task(&header);
     Ok(match kind {
@@ -108,7 +150,10 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
         }
         RecordKind::Fork => {
             let r: ForkRecord = read(bytes)?;
-            Record::Fork { task: t, child_pid: r.child_pid }
+            Record::Fork {
+                task: t,
+                child_pid: r.child_pid,
+            }
         }
         RecordKind::Exit => {
             let _: ExitRecord = read(bytes)?;
@@ -142,9 +187,10 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
             let h: TlsDataHeader = read(bytes)?;
             let data = &bytes[size_of::<TlsDataHeader>()..];
             let len = h.len as usize;
-            let data = data
-                .get(..len)
-                .ok_or(DecodeError::TlsLength { claimed: h.len, carried: data.len() })?;
+            let data = data.get(..len).ok_or(DecodeError::TlsLength {
+                claimed: h.len,
+                carried: data.len(),
+            })?;
             Record::TlsData {
                 task: t,
                 conn: h.conn,
@@ -158,7 +204,11 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
         }
         RecordKind::TlsBind => {
             let r: TlsBindRecord = read(bytes)?;
-            Record::TlsBind { task: t, conn: r.conn, fd: r.fd }
+            Record::TlsBind {
+                task: t,
+                conn: r.conn,
+                fd: r.fd,
+            }
         }
         RecordKind::ExecMmap => {
             let r: ExecMmapRecord = read(bytes)?;
@@ -172,7 +222,17 @@ mod tests {
     use super::*;
 
     fn header(kind: u32, version: u16) -> Header {
-        Header { kind, version, flags: 0, ts_ns: 7, pid: 10, tid: 11, cgroup_id: 1, uid: 0, gid: 0 }
+        Header {
+            kind,
+            version,
+            flags: 0,
+            ts_ns: 7,
+            pid: 10,
+            tid: 11,
+            cgroup_id: 1,
+            uid: 0,
+            gid: 0,
+        }
     }
 
     fn bytes_of<T: Copy>(value: &T) -> Vec<u8> {
@@ -183,21 +243,49 @@ mod tests {
 
     #[test]
     fn unknown_kind_and_version_are_errors() {
-        assert_eq!(decode(&bytes_of(&header(99, RECORD_VERSION))), Err(DecodeError::UnknownKind { kind: 99 }));
-        assert_eq!(decode(&bytes_of(&header(3, 42))), Err(DecodeError::Version { version: 42 }));
+        assert_eq!(
+            decode(&bytes_of(&header(99, RECORD_VERSION))),
+            Err(DecodeError::UnknownKind { kind: 99 })
+        );
+        assert_eq!(
+            decode(&bytes_of(&header(3, 42))),
+            Err(DecodeError::Version { version: 42 })
+        );
         assert!(matches!(decode(&[1, 2, 3]), Err(DecodeError::Short { .. })));
     }
 
     #[test]
     fn decodes_connect_v4_and_mapped_v6() {
-        let mut r = ConnectRecord { header: header(4, RECORD_VERSION), fd: 3, ret: -115, family: 2, port: 443, _pad: 0, addr: [0; 16] };
+        let mut r = ConnectRecord {
+            header: header(4, RECORD_VERSION),
+            fd: 3,
+            ret: -115,
+            family: 2,
+            port: 443,
+            _pad: 0,
+            addr: [0; 16],
+        };
         r.header.flags = FLAG_CONNECT_IN_PROGRESS;
         r.addr[..4].copy_from_slice(&[127, 0, 0, 1]);
-        let Ok(Record::Connect { addr, port, in_progress, ret, .. }) = decode(&bytes_of(&r)) else { panic!() };
-        assert_eq!((addr, port, in_progress, ret), ("127.0.0.1".parse().unwrap(), 443, true, -115));
+        let Ok(Record::Connect {
+            addr,
+            port,
+            in_progress,
+            ret,
+            ..
+        }) = decode(&bytes_of(&r))
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (addr, port, in_progress, ret),
+            ("127.0.0.1".parse().unwrap(), 443, true, -115)
+        );
         r.family = 10;
         r.addr = "::ffff:10.0.0.1".parse::<Ipv6Addr>().unwrap().octets();
-        let Ok(Record::Connect { addr, .. }) = decode(&bytes_of(&r)) else { panic!() };
+        let Ok(Record::Connect { addr, .. }) = decode(&bytes_of(&r)) else {
+            panic!()
+        };
         assert_eq!(addr, "10.0.0.1".parse::<IpAddr>().unwrap());
         r.family = 1;
         assert_eq!(decode(&bytes_of(&r)), Err(DecodeError::Family(1)));
@@ -206,14 +294,39 @@ mod tests {
     #[test]
     fn tls_data_length_must_match() {
         let h = TlsDataHeader {
-            header: header(6, RECORD_VERSION), conn: 5, fd: -1, direction: 0, library: 1, _pad: 0,
-            total_len: 5, offset: 0, len: 5, _pad2: 0,
+            header: header(6, RECORD_VERSION),
+            conn: 5,
+            fd: -1,
+            direction: 0,
+            library: 1,
+            _pad: 0,
+            total_len: 5,
+            offset: 0,
+            len: 5,
+            _pad2: 0,
         };
         let mut bytes = bytes_of(&h);
         bytes.extend_from_slice(b"hello");
-        let Ok(Record::TlsData { data, fd, direction, .. }) = decode(&bytes) else { panic!() };
-        assert_eq!((data.as_slice(), fd, direction), (&b"hello"[..], None, Direction::Egress));
+        let Ok(Record::TlsData {
+            data,
+            fd,
+            direction,
+            ..
+        }) = decode(&bytes)
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (data.as_slice(), fd, direction),
+            (&b"hello"[..], None, Direction::Egress)
+        );
         bytes.truncate(bytes.len() - 1);
-        assert_eq!(decode(&bytes), Err(DecodeError::TlsLength { claimed: 5, carried: 4 }));
+        assert_eq!(
+            decode(&bytes),
+            Err(DecodeError::TlsLength {
+                claimed: 5,
+                carried: 4
+            })
+        );
     }
 }

@@ -39,7 +39,9 @@ impl Event {
                 node.insert(part.to_owned(), value);
                 break;
             }
-            let child = node.entry(part.to_owned()).or_insert_with(|| Value::Object(Map::new()));
+            let child = node
+                .entry(part.to_owned())
+                .or_insert_with(|| Value::Object(Map::new()));
             if !child.is_object() {
                 *child = Value::Object(Map::new());
             }
@@ -59,7 +61,9 @@ impl Event {
     }
 
     pub fn action(&self) -> &str {
-        self.get("event.action").and_then(Value::as_str).unwrap_or("")
+        self.get("event.action")
+            .and_then(Value::as_str)
+            .unwrap_or("")
     }
 
     /// The process fields every event about a process carries.
@@ -126,7 +130,9 @@ impl Clock {
     pub fn new() -> Self {
         let real = clock_ns(libc::CLOCK_REALTIME);
         let boot = clock_ns(libc::CLOCK_BOOTTIME);
-        Self { offset_ns: real - boot }
+        Self {
+            offset_ns: real - boot,
+        }
     }
 
     pub fn wall_ns(&self, boot_ns: u64) -> u128 {
@@ -145,7 +151,10 @@ impl Default for Clock {
 }
 
 fn clock_ns(clock: libc::clockid_t) -> i128 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: valid clock id and a valid out pointer.
     unsafe { libc::clock_gettime(clock, &mut ts) };
     ts.tv_sec as i128 * 1_000_000_000 + ts.tv_nsec as i128
@@ -158,7 +167,8 @@ mod tests {
     #[test]
     fn nested_paths_and_absent_values() {
         let mut e = Event::new("model_call");
-        e.set("gen_ai.usage.input_tokens", 17u64).set("gen_ai.usage.output_tokens", None::<u64>);
+        e.set("gen_ai.usage.input_tokens", 17u64)
+            .set("gen_ai.usage.output_tokens", None::<u64>);
         e.set("server.port", 443u16);
         let v = e.clone().into_value();
         assert_eq!(v["gen_ai"]["usage"]["input_tokens"], 17);
@@ -171,7 +181,13 @@ mod tests {
     #[test]
     fn timestamps() {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000000000Z");
-        assert_eq!(rfc3339(1_795_000_000_123_456_789), "2026-11-18T11:06:40.123456789Z");
-        assert_eq!(rfc3339(951_782_400_000_000_000), "2000-02-29T00:00:00.000000000Z");
+        assert_eq!(
+            rfc3339(1_795_000_000_123_456_789),
+            "2026-11-18T11:06:40.123456789Z"
+        );
+        assert_eq!(
+            rfc3339(951_782_400_000_000_000),
+            "2000-02-29T00:00:00.000000000Z"
+        );
     }
 }

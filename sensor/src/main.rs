@@ -8,7 +8,10 @@ use clap::Parser;
 use sensor::config::Config;
 
 #[derive(Debug, Parser)]
-#[command(version, about = "eBPF sensor that attributes model API calls to the real actor")]
+#[command(
+    version,
+    about = "eBPF sensor that attributes model API calls to the real actor"
+)]
 struct Cli {
     /// Config file (TOML). Default: /etc/sensor/sensor.toml when it exists.
     #[arg(long, short = 'c')]

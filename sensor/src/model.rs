@@ -43,7 +43,12 @@ pub fn shape_of(request: &Request) -> Option<ApiShape> {
 }
 
 /// Builds the `model_call` event of `ex`.
-pub fn model_call_event(ex: &Exchange, shape: ApiShape, conn: Option<&ConnInfo>, fp: &Fingerprinter) -> Event {
+pub fn model_call_event(
+    ex: &Exchange,
+    shape: ApiShape,
+    conn: Option<&ConnInfo>,
+    fp: &Fingerprinter,
+) -> Event {
     let request = &ex.request;
     let host_header = request.headers.get_str("host");
     let (host, host_port) = host_header.map(split_host).unzip();
@@ -57,16 +62,28 @@ pub fn model_call_event(ex: &Exchange, shape: ApiShape, conn: Option<&ConnInfo>,
         .set("event.kind", "event")
         .set("event.category", serde_json::json!(["network", "api"]))
         .set("server.address", server_address)
-        .set("server.port", remote.map(|r| r.port()).or(host_port).or(Some(443)))
+        .set(
+            "server.port",
+            remote.map(|r| r.port()).or(host_port).or(Some(443)),
+        )
         .set("server.ip", remote.map(|r| r.ip().to_string()))
-        .set("client.address", conn.and_then(|c| c.local).map(|l| l.ip().to_string()))
+        .set(
+            "client.address",
+            conn.and_then(|c| c.local).map(|l| l.ip().to_string()),
+        )
         .set("client.port", conn.and_then(|c| c.local).map(|l| l.port()))
         .set("network.transport", "tcp")
-        .set("network.type", remote.map(|r| if r.is_ipv4() { "ipv4" } else { "ipv6" }))
+        .set(
+            "network.type",
+            remote.map(|r| if r.is_ipv4() { "ipv4" } else { "ipv6" }),
+        )
         .set("network.protocol.name", "http")
-        .set("network.protocol.version", if request.version == 0 { "1.0" } else { "1.1" })
+        .set(
+            "network.protocol.version",
+            if request.version == 0 { "1.0" } else { "1.1" },
+        )
         .set("tls.library", library_name(ex.library))
-        .set("tls.connection.id", format!("{:x}", ex.conn))
+        .set("tls.session.id", ex.session_id)
         .set("process.io.fd", ex.fd)
         .set("http.request.method", request.method.clone())
         .set("url.path", target_path(&request.target))
@@ -81,7 +98,10 @@ pub fn model_call_event(ex: &Exchange, shape: ApiShape, conn: Option<&ConnInfo>,
         event.set("user_agent.original", mask_text(ua));
     }
     event
-        .set("gen_ai.provider.name", provider::provider_name(host.as_deref(), shape))
+        .set(
+            "gen_ai.provider.name",
+            provider::provider_name(host.as_deref(), shape),
+        )
         .set("gen_ai.operation.name", shape.operation())
         .set("gen_ai.request.model", info.request_model)
         .set("gen_ai.request.max_tokens", info.request_max_tokens)
@@ -103,11 +123,23 @@ pub fn model_call_event(ex: &Exchange, shape: ApiShape, conn: Option<&ConnInfo>,
                 .set("http.response.size", response.wire_size)
                 .set("http.response.body.truncated", response.body_truncated)
                 .set("event.duration", latency)
-                .set("gen_ai.server.time_to_first_byte", response.first_ts.saturating_sub(request.last_ts))
-                .set("event.outcome", if response.status < 400 { "success" } else { "failure" });
+                .set(
+                    "gen_ai.server.time_to_first_byte",
+                    response.first_ts.saturating_sub(request.last_ts),
+                )
+                .set(
+                    "event.outcome",
+                    if response.status < 400 {
+                        "success"
+                    } else {
+                        "failure"
+                    },
+                );
         }
         None => {
-            event.set("event.outcome", "unknown").set("http.response.missing", true);
+            event
+                .set("event.outcome", "unknown")
+                .set("http.response.missing", true);
         }
     }
     if info.request_parse_error || info.response_parse_error {
@@ -128,11 +160,20 @@ mod tests {
 
     #[test]
     fn hosts_and_paths() {
-        assert_eq!(split_host("API.OpenAI.com"), ("api.openai.com".into(), None));
-        assert_eq!(split_host("127.0.0.1:8443"), ("127.0.0.1".into(), Some(8443)));
+        assert_eq!(
+            split_host("API.OpenAI.com"),
+            ("api.openai.com".into(), None)
+        );
+        assert_eq!(
+            split_host("127.0.0.1:8443"),
+            ("127.0.0.1".into(), Some(8443))
+        );
         assert_eq!(split_host("[::1]:9"), ("::1".into(), Some(9)));
         assert_eq!(split_host("::1"), ("::1".into(), None));
-        assert_eq!(target_path("/v1/chat/completions?key=x"), "/v1/chat/completions");
+        assert_eq!(
+            target_path("/v1/chat/completions?key=x"),
+            "/v1/chat/completions"
+        );
         assert_eq!(target_path("https://h/v1/messages"), "/v1/messages");
     }
 }

@@ -48,7 +48,12 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    pub fn new(config: Config, host_name: String, fingerprinter: Fingerprinter, sink: Box<dyn Sink + Send>) -> Self {
+    pub fn new(
+        config: Config,
+        host_name: String,
+        fingerprinter: Fingerprinter,
+        sink: Box<dyn Sink + Send>,
+    ) -> Self {
         let body_cap = config.body_capture_bytes;
         Self {
             config,
@@ -87,13 +92,28 @@ impl Pipeline {
 
     fn on_record(&mut self, record: Record) {
         match record {
-            Record::Exec { task, ppid, comm, filename, args, args_truncated } => {
-                let exec = ExecInfo { ppid, comm: &comm, filename: &filename, args: &args, args_truncated };
+            Record::Exec {
+                task,
+                ppid,
+                comm,
+                filename,
+                args,
+                args_truncated,
+            } => {
+                let exec = ExecInfo {
+                    ppid,
+                    comm: &comm,
+                    filename: &filename,
+                    args: &args,
+                    args_truncated,
+                };
                 self.procs.on_exec(&task, &exec);
                 self.scan_requests.push(task.pid);
                 if self.config.emits("process_exec") {
                     let mut event = Event::new("process_exec");
-                    event.set("event.kind", "event").set("event.category", json!(["process"]))
+                    event
+                        .set("event.kind", "event")
+                        .set("event.category", json!(["process"]))
                         .set("event.type", json!(["start"]));
                     self.with_process(&mut event, &task);
                     self.emit_at(event, task.ts_ns);
@@ -105,7 +125,9 @@ impl Pipeline {
                 self.on_exchanges(exchanges);
                 if self.config.emits("process_exit") {
                     let mut event = Event::new("process_exit");
-                    event.set("event.kind", "event").set("event.category", json!(["process"]))
+                    event
+                        .set("event.kind", "event")
+                        .set("event.category", json!(["process"]))
                         .set("event.type", json!(["end"]));
                     self.with_process(&mut event, &task);
                     self.emit_at(event, task.ts_ns);
@@ -113,7 +135,14 @@ impl Pipeline {
                 self.procs.on_exit(task.pid);
                 self.conns.on_exit(task.pid);
             }
-            Record::Connect { task, fd, ret, in_progress, addr, port } => {
+            Record::Connect {
+                task,
+                fd,
+                ret,
+                in_progress,
+                addr,
+                port,
+            } => {
                 let ok = ret == 0 || in_progress;
                 let remote = SocketAddr::new(addr, port);
                 if ok {
@@ -145,7 +174,16 @@ impl Pipeline {
                 self.on_exchanges(exchanges);
                 self.conns.on_close(task.pid, fd);
             }
-            Record::TlsData { task, conn, fd, direction, library, total_len, offset, data } => {
+            Record::TlsData {
+                task,
+                conn,
+                fd,
+                direction,
+                library,
+                total_len,
+                offset,
+                data,
+            } => {
                 let chunk = Chunk {
                     ts: task.ts_ns,
                     pid: task.pid,
@@ -173,14 +211,23 @@ impl Pipeline {
     fn on_exchanges(&mut self, exchanges: Vec<Exchange>) {
         for ex in exchanges {
             self.counters.http_exchanges += 1;
-            let Some(shape) = model::shape_of(&ex.request) else { continue };
+            let Some(shape) = model::shape_of(&ex.request) else {
+                continue;
+            };
             self.counters.model_calls += 1;
             if !self.config.emits("model_call") {
                 continue;
             }
             let conn = ex.fd.and_then(|fd| self.conns.get(ex.pid, fd)).cloned();
             let mut event = model::model_call_event(&ex, shape, conn.as_ref(), &self.fingerprinter);
-            let task = Task { ts_ns: ex.request.first_ts, pid: ex.pid, tid: ex.tid, cgroup_id: 0, uid: 0, gid: 0 };
+            let task = Task {
+                ts_ns: ex.request.first_ts,
+                pid: ex.pid,
+                tid: ex.tid,
+                cgroup_id: 0,
+                uid: 0,
+                gid: 0,
+            };
             self.with_process(&mut event, &task);
             self.emit_at(event, ex.request.first_ts);
         }
@@ -199,7 +246,9 @@ impl Pipeline {
                     .set("process.thread.id", task.tid)
                     .set("process.attribution_source", "kernel");
                 if task.cgroup_id != 0 {
-                    event.set("process.user.id", task.uid).set("process.group.id", task.gid)
+                    event
+                        .set("process.user.id", task.uid)
+                        .set("process.group.id", task.gid)
                         .set("process.cgroup.id", task.cgroup_id);
                 }
             }
@@ -214,16 +263,26 @@ impl Pipeline {
     /// Stamps id, sequence and host, and writes the event.
     pub fn emit(&mut self, mut event: Event) {
         if event.get("@timestamp").is_none() {
-            event.set("@timestamp", rfc3339(self.clock.wall_ns(self.clock.now_boot_ns())));
+            event.set(
+                "@timestamp",
+                rfc3339(self.clock.wall_ns(self.clock.now_boot_ns())),
+            );
         }
         self.sequence += 1;
         event
-            .set("event.id", format!("{}-{:012x}", self.instance, self.sequence))
+            .set(
+                "event.id",
+                format!("{}-{:012x}", self.instance, self.sequence),
+            )
             .set("event.sequence", self.sequence)
             .set("host.name", self.host_name.clone())
             .set("observer.type", "sensor")
             .set("observer.version", env!("CARGO_PKG_VERSION"));
-        *self.counters.events_emitted.entry(event.action().to_owned()).or_default() += 1;
+        *self
+            .counters
+            .events_emitted
+            .entry(event.action().to_owned())
+            .or_default() += 1;
         let line = match serde_json::to_vec(&event.into_value()) {
             Ok(line) => line,
             Err(err) => {
@@ -270,17 +329,33 @@ impl Pipeline {
             return;
         }
         let mut event = Event::new("sensor_health");
-        let probed: Vec<_> = attach.files_probed.iter().map(|f| json!({"path": f.path, "library": f.library, "functions": f.functions})).collect();
+        let probed: Vec<_> = attach
+            .files_probed
+            .iter()
+            .map(|f| json!({"path": f.path, "library": f.library, "functions": f.functions}))
+            .collect();
         event
             .set("event.kind", "metric")
             .set("sensor.status", status)
             .set("sensor.instance", self.instance.clone())
             .set("sensor.kernel.ringbuf_drops", kernel.ringbuf_drops)
             .set("sensor.kernel.tls_read_errors", kernel.tls_read_errors)
-            .set("sensor.kernel.tls_bytes_truncated", kernel.tls_bytes_truncated)
-            .set("sensor.kernel.tls_orphan_returns", kernel.tls_orphan_returns)
-            .set("sensor.pipeline", serde_json::to_value(&self.counters).unwrap_or_default())
-            .set("sensor.sessions", serde_json::to_value(self.sessions.stats()).unwrap_or_default())
+            .set(
+                "sensor.kernel.tls_bytes_truncated",
+                kernel.tls_bytes_truncated,
+            )
+            .set(
+                "sensor.kernel.tls_orphan_returns",
+                kernel.tls_orphan_returns,
+            )
+            .set(
+                "sensor.pipeline",
+                serde_json::to_value(&self.counters).unwrap_or_default(),
+            )
+            .set(
+                "sensor.sessions",
+                serde_json::to_value(self.sessions.stats()).unwrap_or_default(),
+            )
             .set("sensor.processes_tracked", self.procs.len() as u64)
             .set("sensor.tls.files_probed", probed)
             .set("sensor.tls.files_checked", attach.files_checked)

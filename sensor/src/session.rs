@@ -19,7 +19,15 @@ const MAX_PENDING: usize = 64;
 const IDLE: Duration = Duration::from_secs(300);
 
 const METHODS: [&[u8]; 9] = [
-    b"GET ", b"POST ", b"PUT ", b"PATCH ", b"DELETE ", b"HEAD ", b"OPTIONS ", b"CONNECT ", b"TRACE ",
+    b"GET ",
+    b"POST ",
+    b"PUT ",
+    b"PATCH ",
+    b"DELETE ",
+    b"HEAD ",
+    b"OPTIONS ",
+    b"CONNECT ",
+    b"TRACE ",
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,6 +46,10 @@ enum Role {
 /// One request and, when it came, its response.
 #[derive(Debug, Clone)]
 pub struct Exchange {
+    /// Sensor-assigned id of the TLS session, unique within a sensor run
+    /// (the `SSL *` address itself is not reported: it would leak the
+    /// process's heap layout).
+    pub session_id: u64,
     pub pid: u32,
     pub tid: u32,
     pub conn: u64,
@@ -61,6 +73,7 @@ pub struct SessionStats {
 }
 
 struct Session {
+    id: u64,
     fd: Option<i32>,
     library: TlsLibrary,
     role: Role,
@@ -89,6 +102,7 @@ pub struct Chunk<'a> {
 
 pub struct Sessions {
     map: HashMap<(u32, u64), Session>,
+    next_id: u64,
     body_cap: usize,
     stats: SessionStats,
 }
@@ -105,11 +119,19 @@ fn role_of(direction: Direction, data: &[u8]) -> Role {
 
 impl Sessions {
     pub fn new(body_cap: usize) -> Self {
-        Self { map: HashMap::new(), body_cap, stats: SessionStats::default() }
+        Self {
+            map: HashMap::new(),
+            next_id: 0,
+            body_cap,
+            stats: SessionStats::default(),
+        }
     }
 
     pub fn stats(&self) -> SessionStats {
-        SessionStats { sessions_active: self.map.len() as u64, ..self.stats }
+        SessionStats {
+            sessions_active: self.map.len() as u64,
+            ..self.stats
+        }
     }
 
     /// Feeds one record; returns the exchanges it completed.
@@ -117,25 +139,36 @@ impl Sessions {
         let key = (chunk.pid, chunk.conn);
         if !self.map.contains_key(&key) {
             self.make_room();
-            let role = if chunk.offset == 0 { role_of(chunk.direction, chunk.data) } else { Role::Unknown };
+            let role = if chunk.offset == 0 {
+                role_of(chunk.direction, chunk.data)
+            } else {
+                Role::Unknown
+            };
             match role {
                 Role::Server => self.stats.server_sessions += 1,
                 Role::Other => self.stats.non_http1_sessions += 1,
                 Role::Client | Role::Unknown => {}
             }
-            self.map.insert(key, Session {
-                fd: chunk.fd,
-                library: chunk.library,
-                role,
-                last_tid: chunk.tid,
-                last_active: Instant::now(),
-                requests: RequestParser::new(self.body_cap),
-                responses: ResponseParser::new(self.body_cap),
-                pending: VecDeque::new(),
-                partial: [None, None],
-            });
+            self.next_id += 1;
+            self.map.insert(
+                key,
+                Session {
+                    id: self.next_id,
+                    fd: chunk.fd,
+                    library: chunk.library,
+                    role,
+                    last_tid: chunk.tid,
+                    last_active: Instant::now(),
+                    requests: RequestParser::new(self.body_cap),
+                    responses: ResponseParser::new(self.body_cap),
+                    pending: VecDeque::new(),
+                    partial: [None, None],
+                },
+            );
         }
-        let Some(session) = self.map.get_mut(&key) else { return Vec::new() };
+        let Some(session) = self.map.get_mut(&key) else {
+            return Vec::new();
+        };
         session.last_active = Instant::now();
         session.last_tid = chunk.tid;
         if chunk.fd.is_some() {
@@ -157,17 +190,41 @@ impl Sessions {
         if chunk.offset == 0 {
             for d in [Direction::Egress, Direction::Ingress] {
                 if let Some((next, total)) = session.partial[d as usize].take() {
-                    gap(session, d, chunk.ts, u64::from(total - next), stats, &mut out, chunk);
+                    gap(
+                        session,
+                        d,
+                        chunk.ts,
+                        u64::from(total - next),
+                        stats,
+                        &mut out,
+                        chunk,
+                    );
                 }
             }
         } else {
             match session.partial[dir] {
                 Some((next, _)) if next == chunk.offset => {}
                 Some((next, _)) if chunk.offset > next => {
-                    gap(session, chunk.direction, chunk.ts, u64::from(chunk.offset - next), stats, &mut out, chunk);
+                    gap(
+                        session,
+                        chunk.direction,
+                        chunk.ts,
+                        u64::from(chunk.offset - next),
+                        stats,
+                        &mut out,
+                        chunk,
+                    );
                 }
                 _ => {
-                    gap(session, chunk.direction, chunk.ts, u64::from(chunk.offset), stats, &mut out, chunk);
+                    gap(
+                        session,
+                        chunk.direction,
+                        chunk.ts,
+                        u64::from(chunk.offset),
+                        stats,
+                        &mut out,
+                        chunk,
+                    );
                 }
             }
         }
@@ -185,7 +242,15 @@ impl Sessions {
                 parsed_resp = session.responses.feed(chunk.ts, chunk.data);
             }
         }
-        absorb(session, parsed_req, parsed_resp, stats, &mut out, chunk.pid, chunk.conn);
+        absorb(
+            session,
+            parsed_req,
+            parsed_resp,
+            stats,
+            &mut out,
+            chunk.pid,
+            chunk.conn,
+        );
         out
     }
 
@@ -209,7 +274,12 @@ impl Sessions {
 
     /// A process exited: all its sessions are finished.
     pub fn on_exit(&mut self, pid: u32, ts: u64) -> Vec<Exchange> {
-        let keys: Vec<_> = self.map.keys().filter(|(p, _)| *p == pid).copied().collect();
+        let keys: Vec<_> = self
+            .map
+            .keys()
+            .filter(|(p, _)| *p == pid)
+            .copied()
+            .collect();
         self.finish(keys, ts)
     }
 
@@ -234,17 +304,28 @@ impl Sessions {
     fn finish(&mut self, keys: Vec<(u32, u64)>, ts: u64) -> Vec<Exchange> {
         let mut out = Vec::new();
         for key in keys {
-            let Some(mut session) = self.map.remove(&key) else { continue };
+            let Some(mut session) = self.map.remove(&key) else {
+                continue;
+            };
             if session.role != Role::Client {
                 continue;
             }
             let reqs = session.requests.close(ts);
             let resps = session.responses.close(ts);
-            absorb(&mut session, reqs, resps, &mut self.stats, &mut out, key.0, key.1);
+            absorb(
+                &mut session,
+                reqs,
+                resps,
+                &mut self.stats,
+                &mut out,
+                key.0,
+                key.1,
+            );
             // Requests that never got an answer are still calls made.
             self.stats.requests_without_response += session.pending.len() as u64;
             for request in session.pending.drain(..) {
                 out.push(Exchange {
+                    session_id: session.id,
                     pid: key.0,
                     tid: session.last_tid,
                     conn: key.1,
@@ -262,15 +343,27 @@ impl Sessions {
         if self.map.len() < MAX_SESSIONS {
             return;
         }
-        if let Some(key) = self.map.iter().min_by_key(|(_, s)| s.last_active).map(|(k, _)| *k) {
+        if let Some(key) = self
+            .map
+            .iter()
+            .min_by_key(|(_, s)| s.last_active)
+            .map(|(k, _)| *k)
+        {
             self.map.remove(&key);
             self.stats.sessions_evicted += 1;
         }
     }
 }
 
-fn gap(session: &mut Session, direction: Direction, ts: u64, lost: u64, stats: &mut SessionStats,
-    out: &mut Vec<Exchange>, chunk: &Chunk<'_>) {
+fn gap(
+    session: &mut Session,
+    direction: Direction,
+    ts: u64,
+    lost: u64,
+    stats: &mut SessionStats,
+    out: &mut Vec<Exchange>,
+    chunk: &Chunk<'_>,
+) {
     if lost == 0 {
         return;
     }
@@ -283,8 +376,15 @@ fn gap(session: &mut Session, direction: Direction, ts: u64, lost: u64, stats: &
 }
 
 /// Queues parsed requests and pairs parsed responses with them, in order.
-fn absorb(session: &mut Session, reqs: Vec<Parsed<Request>>, resps: Vec<Parsed<Response>>,
-    stats: &mut SessionStats, out: &mut Vec<Exchange>, pid: u32, conn: u64) {
+fn absorb(
+    session: &mut Session,
+    reqs: Vec<Parsed<Request>>,
+    resps: Vec<Parsed<Response>>,
+    stats: &mut SessionStats,
+    out: &mut Vec<Exchange>,
+    pid: u32,
+    conn: u64,
+) {
     for parsed in reqs {
         match parsed {
             Parsed::Message(request) => {
@@ -312,6 +412,21 @@ fn absorb(session: &mut Session, reqs: Vec<Parsed<Request>>, resps: Vec<Parsed<R
     }
 }
 
-fn exchange(session: &Session, pid: u32, conn: u64, request: Request, response: Option<Response>) -> Exchange {
-    Exchange { pid, tid: session.last_tid, conn, fd: session.fd, library: session.library, request, response }
+fn exchange(
+    session: &Session,
+    pid: u32,
+    conn: u64,
+    request: Request,
+    response: Option<Response>,
+) -> Exchange {
+    Exchange {
+        session_id: session.id,
+        pid,
+        tid: session.last_tid,
+        conn,
+        fd: session.fd,
+        library: session.library,
+        request,
+        response,
+    }
 }

@@ -14,7 +14,9 @@ pub struct StdoutSink {
 
 impl StdoutSink {
     pub fn new() -> Self {
-        Self { out: BufWriter::with_capacity(256 * 1024, io::stdout()) }
+        Self {
+            out: BufWriter::with_capacity(256 * 1024, io::stdout()),
+        }
     }
 }
 

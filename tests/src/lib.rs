@@ -4,7 +4,12 @@
 //!
 //! A test that cannot run (not root, a tool missing) fails and says why:
 //! CI must not pass by skipping.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout, reason = "test harness")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    reason = "test harness"
+)]
 
 use std::{
     io::{BufRead as _, BufReader, Read as _},
@@ -20,7 +25,10 @@ use serde_json::Value;
 pub const WAIT: Duration = Duration::from_secs(60);
 
 pub fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 fn env_path(name: &str) -> PathBuf {
@@ -31,7 +39,11 @@ fn env_path(name: &str) -> PathBuf {
 
 pub fn require_root() {
     // SAFETY: geteuid has no preconditions.
-    assert_eq!(unsafe { libc::geteuid() }, 0, "the integration tests load eBPF programs and must run as root");
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "the integration tests load eBPF programs and must run as root"
+    );
 }
 
 /// A fresh scratch directory under the system temp dir.
@@ -79,7 +91,14 @@ impl Sensor {
         let mut cmd = Command::new(env_path("SENSOR_BIN"));
         cmd.arg("--fingerprint-key-file")
             .arg(dir.join("fingerprint.key"))
-            .args(["--host-name", "it-node", "--health-interval-secs", "5", "--log", "info"])
+            .args([
+                "--host-name",
+                "it-node",
+                "--health-interval-secs",
+                "5",
+                "--log",
+                "info",
+            ])
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -115,12 +134,26 @@ impl Sensor {
                 if n == 0 {
                     break;
                 }
-                err_sink.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+                err_sink
+                    .lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
             }
         });
-        let sensor = Self { child: Mutex::new(child), out, stderr: stderr_text, dir };
-        let ready = sensor.wait_for(WAIT, |e| action(e) == "sensor_health" && e["sensor"]["status"] == "ready");
-        assert!(ready.is_some(), "the sensor did not report ready; stderr:\n{}", sensor.stderr_text());
+        let sensor = Self {
+            child: Mutex::new(child),
+            out,
+            stderr: stderr_text,
+            dir,
+        };
+        let ready = sensor.wait_for(WAIT, |e| {
+            action(e) == "sensor_health" && e["sensor"]["status"] == "ready"
+        });
+        assert!(
+            ready.is_some(),
+            "the sensor did not report ready; stderr:\n{}",
+            sensor.stderr_text()
+        );
         sensor
     }
 
@@ -134,7 +167,12 @@ impl Sensor {
     }
 
     /// Waits until at least `n` events match, and returns all that match.
-    pub fn wait_for_n(&self, timeout: Duration, n: usize, pred: impl Fn(&Value) -> bool) -> Vec<Value> {
+    pub fn wait_for_n(
+        &self,
+        timeout: Duration,
+        n: usize,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Vec<Value> {
         let deadline = Instant::now() + timeout;
         let (lock, cv) = &*self.out;
         let mut c = lock.lock().unwrap();
@@ -152,7 +190,15 @@ impl Sensor {
     }
 
     pub fn events(&self, pred: impl Fn(&Value) -> bool) -> Vec<Value> {
-        self.out.0.lock().unwrap().events.iter().filter(|e| pred(e)).cloned().collect()
+        self.out
+            .0
+            .lock()
+            .unwrap()
+            .events
+            .iter()
+            .filter(|e| pred(e))
+            .cloned()
+            .collect()
     }
 
     /// Everything the sensor printed on stdout so far.
@@ -173,13 +219,22 @@ impl Sensor {
     /// keeps order, so anything a finished client caused is out by then.
     pub fn barrier(&self) {
         let marker = format!("sensor-barrier-{}", unique());
-        let status = Command::new("/bin/sh").args(["-c", "exit 0", &marker]).status().unwrap();
+        let status = Command::new("/bin/sh")
+            .args(["-c", "exit 0", &marker])
+            .status()
+            .unwrap();
         assert!(status.success());
         let seen = self.wait_for(WAIT, |e| {
             action(e) == "process_exec"
-                && e["process"]["command_line"].as_str().is_some_and(|c| c.contains(&marker))
+                && e["process"]["command_line"]
+                    .as_str()
+                    .is_some_and(|c| c.contains(&marker))
         });
-        assert!(seen.is_some(), "barrier event never came; stderr:\n{}", self.stderr_text());
+        assert!(
+            seen.is_some(),
+            "barrier event never came; stderr:\n{}",
+            self.stderr_text()
+        );
     }
 
     /// Sends SIGINT and waits for the exit.
@@ -192,15 +247,24 @@ impl Sensor {
             if let Some(status) = child.try_wait().unwrap() {
                 return status;
             }
-            assert!(Instant::now() < deadline, "the sensor did not stop on SIGINT");
+            assert!(
+                Instant::now() < deadline,
+                "the sensor did not stop on SIGINT"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
 
     /// Fails if `secret` appears anywhere the sensor wrote.
     pub fn assert_never_printed(&self, secret: &str) {
-        assert!(!self.stdout_text().contains(secret), "secret leaked into the event stream");
-        assert!(!self.stderr_text().contains(secret), "secret leaked into the sensor's log");
+        assert!(
+            !self.stdout_text().contains(secret),
+            "secret leaked into the event stream"
+        );
+        assert!(
+            !self.stderr_text().contains(secret),
+            "secret leaked into the sensor's log"
+        );
     }
 }
 
@@ -228,7 +292,8 @@ pub fn shared_sensor() -> &'static Sensor {
                 std::thread::park();
             }
         });
-        rx.recv().expect("sensor start failed (see the panic above)")
+        rx.recv()
+            .expect("sensor start failed (see the panic above)")
     })
 }
 
@@ -244,7 +309,10 @@ pub fn pid_of(e: &Value) -> Option<u64> {
 pub fn unique() -> String {
     static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
     format!("{:x}{:x}{n}", std::process::id(), t)
 }
 
@@ -273,10 +341,13 @@ impl FakeApi {
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         die_with_parent(&mut cmd);
-        let mut child = cmd.spawn().expect("python3 is needed for the fake model API");
+        let mut child = cmd
+            .spawn()
+            .expect("python3 is needed for the fake model API");
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         let ready = lines.next().expect("fake API exited before READY").unwrap();
-        let info: Value = serde_json::from_str(ready.strip_prefix("READY ").expect("READY line")).unwrap();
+        let info: Value =
+            serde_json::from_str(ready.strip_prefix("READY ").expect("READY line")).unwrap();
         let log = Arc::new(Mutex::new(Vec::new()));
         let sink = Arc::clone(&log);
         std::thread::spawn(move || {
@@ -320,11 +391,20 @@ impl Drop for FakeApi {
 
 /// The token counts the fake API answers with.
 pub fn usage(endpoint: &str, stream: bool) -> (u64, u64) {
-    let text = std::fs::read_to_string(workspace().join("tests/fixtures/fake_model_api_usage.json")).unwrap();
+    let text =
+        std::fs::read_to_string(workspace().join("tests/fixtures/fake_model_api_usage.json"))
+            .unwrap();
     let v: Value = serde_json::from_str(&text).unwrap();
-    let key = if stream { format!("{endpoint}_stream") } else { endpoint.to_owned() };
+    let key = if stream {
+        format!("{endpoint}_stream")
+    } else {
+        endpoint.to_owned()
+    };
     let u = &v[key.as_str()];
-    (u["input"].as_u64().expect("usage input"), u["output"].as_u64().expect("usage output"))
+    (
+        u["input"].as_u64().expect("usage input"),
+        u["output"].as_u64().expect("usage output"),
+    )
 }
 
 /// The Python interpreter of the test virtualenv (openai, anthropic SDKs).
@@ -334,9 +414,18 @@ pub fn venv_python() -> PathBuf {
 
 /// Runs a client; its stdout is JSON lines. Panics with its stderr on failure.
 pub fn run_client(mut cmd: Command) -> (u32, Vec<Value>) {
-    let child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("client");
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("client");
     let pid = child.id();
-    let Output { status, stdout, stderr } = child.wait_with_output().unwrap();
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = child.wait_with_output().unwrap();
     assert!(
         status.success(),
         "client {cmd:?} failed: {status}\nstdout: {}\nstderr: {}",

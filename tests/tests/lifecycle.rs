@@ -4,15 +4,20 @@
 
 use std::{collections::BTreeSet, process::Command};
 
-use sensor_tests::{Sensor, WAIT, action};
+use sensor_tests::{FakeApi, Sensor, WAIT, action, fake_key, run_client};
 use serde_json::Value;
 
 /// Ids of the BPF programs whose fds process `pid` holds, from
 /// `/proc/<pid>/fdinfo` (each program fd lists its `prog_id`).
 fn programs_of(pid: u32) -> BTreeSet<u64> {
     let mut ids = BTreeSet::new();
-    for entry in std::fs::read_dir(format!("/proc/{pid}/fdinfo")).unwrap().flatten() {
-        let Ok(info) = std::fs::read_to_string(entry.path()) else { continue };
+    for entry in std::fs::read_dir(format!("/proc/{pid}/fdinfo"))
+        .unwrap()
+        .flatten()
+    {
+        let Ok(info) = std::fs::read_to_string(entry.path()) else {
+            continue;
+        };
         if let Some(id) = info.lines().find_map(|l| l.strip_prefix("prog_id:")) {
             ids.insert(id.trim().parse().unwrap());
         }
@@ -22,10 +27,22 @@ fn programs_of(pid: u32) -> BTreeSet<u64> {
 
 /// Ids of every program loaded in the kernel.
 fn all_programs() -> BTreeSet<u64> {
-    let out = Command::new("bpftool").args(["prog", "show", "--json"]).output().expect("bpftool (cargo xtask setup --tests installs it)");
-    assert!(out.status.success(), "bpftool prog show failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("bpftool")
+        .args(["prog", "show", "--json"])
+        .output()
+        .expect("bpftool (cargo xtask setup --tests installs it)");
+    assert!(
+        out.status.success(),
+        "bpftool prog show failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let progs: Value = serde_json::from_slice(&out.stdout).unwrap();
-    progs.as_array().unwrap().iter().filter_map(|p| p["id"].as_u64()).collect()
+    progs
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["id"].as_u64())
+        .collect()
 }
 
 #[test]
@@ -36,8 +53,10 @@ fn starts_reports_and_detaches_everything_on_sigint() {
     // The host's libssl is probed with all four functions.
     let probed = ready["sensor"]["tls"]["files_probed"].as_array().unwrap();
     assert!(
-        probed.iter().any(|f| f["path"].as_str().unwrap().contains("libssl.so")
-            && f["functions"].as_array().unwrap().len() == 4),
+        probed
+            .iter()
+            .any(|f| f["path"].as_str().unwrap().contains("libssl.so")
+                && f["functions"].as_array().unwrap().len() == 4),
         "libssl not probed: {ready}"
     );
     assert_eq!(ready["sensor"]["kernel"]["ringbuf_drops"], 0);
@@ -46,16 +65,27 @@ fn starts_reports_and_detaches_everything_on_sigint() {
     assert_eq!(mine.len(), 22, "programs held by the sensor: {mine:?}");
 
     // Periodic health keeps coming.
-    let running = sensor.wait_for(WAIT, |e| action(e) == "sensor_health" && e["sensor"]["status"] == "running");
+    let running = sensor.wait_for(WAIT, |e| {
+        action(e) == "sensor_health" && e["sensor"]["status"] == "running"
+    });
     assert!(running.is_some(), "no periodic health event");
 
     let status = sensor.stop();
-    assert!(status.success(), "exit status {status:?}; stderr:\n{}", sensor.stderr_text());
-    let stopped = sensor.wait_for(WAIT, |e| action(e) == "sensor_health" && e["sensor"]["status"] == "stopped");
+    assert!(
+        status.success(),
+        "exit status {status:?}; stderr:\n{}",
+        sensor.stderr_text()
+    );
+    let stopped = sensor.wait_for(WAIT, |e| {
+        action(e) == "sensor_health" && e["sensor"]["status"] == "stopped"
+    });
     assert!(stopped.is_some(), "no final health event");
     assert!(sensor.stderr_text().contains("all probes detached"));
     let left: BTreeSet<u64> = all_programs().intersection(&mine).copied().collect();
-    assert!(left.is_empty(), "programs still loaded after stop: {left:?}");
+    assert!(
+        left.is_empty(),
+        "programs still loaded after stop: {left:?}"
+    );
 }
 
 #[test]
@@ -73,4 +103,34 @@ fn refuses_a_bad_config_with_a_clear_error() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("ring_buffer_bytes"), "{err}");
     assert!(out.stdout.is_empty());
+}
+
+/// A ring buffer too small for a TLS record (one page, records of up to
+/// 16 KiB): every large record is lost, and the loss must be counted and
+/// reported, never silent.
+#[test]
+fn a_full_ring_buffer_is_counted_and_reported() {
+    let sensor = Sensor::start("tiny-ring", &["--ring-buffer-bytes", "4096"]);
+    let api = FakeApi::start("tiny-ring");
+    let key = fake_key("ring");
+    let body = format!(
+        r#"{{"model":"gpt-4o-mini","messages":[{{"role":"user","content":"{}"}}]}}"#,
+        "y".repeat(40_000)
+    );
+    let mut curl = Command::new("curl");
+    curl.args(["-sS", "-o", "/dev/null", "--cacert"])
+        .arg(&api.ca)
+        .args(["-H", &format!("Authorization: Bearer {key}"), "-d", &body])
+        .arg(format!("{}/chat/completions", api.openai_base()));
+    run_client(curl);
+    let degraded = sensor.wait_for(WAIT, |e| {
+        action(e) == "sensor_health"
+            && e["sensor"]["kernel"]["ringbuf_drops"]
+                .as_u64()
+                .is_some_and(|d| d > 0)
+    });
+    let degraded = degraded.expect("no sensor_health event reported the lost records");
+    assert_eq!(degraded["sensor"]["status"], "degraded");
+    assert!(sensor.stderr_text().contains("records lost"));
+    sensor.assert_never_printed(&key);
 }

@@ -8,8 +8,8 @@
 use std::process::Command;
 
 use sensor_tests::{
-    FakeApi, WAIT, action, assert_schema_valid, fake_key, node_client, pid_of, python_client, run_client,
-    shared_sensor, usage,
+    FakeApi, WAIT, action, assert_schema_valid, fake_key, node_client, pid_of, python_client,
+    run_client, shared_sensor, usage,
 };
 use serde_json::Value;
 
@@ -30,11 +30,23 @@ fn model_calls(pid: u32, n: usize, key: &str) -> Vec<Value> {
     }
     sensor.barrier();
     let found = sensor.events(is_mine);
-    assert_eq!(found.len(), n, "exactly one model_call per request: {found:#?}");
+    assert_eq!(
+        found.len(),
+        n,
+        "exactly one model_call per request: {found:#?}"
+    );
     for e in &found {
         assert_eq!(e["process"]["pid"], pid);
-        assert!(e["process"]["parent_pid"].as_u64().is_some(), "parent pid: {e}");
-        assert!(e["process"]["executable"]["path"].as_str().is_some_and(|p| p.starts_with('/')), "exe: {e}");
+        assert!(
+            e["process"]["parent_pid"].as_u64().is_some(),
+            "parent pid: {e}"
+        );
+        assert!(
+            e["process"]["executable"]["path"]
+                .as_str()
+                .is_some_and(|p| p.starts_with('/')),
+            "exe: {e}"
+        );
         assert!(e["process"]["command_line"].as_str().is_some(), "{e}");
         assert_eq!(e["process"]["user"]["id"], 0);
         assert_eq!(e["server"]["address"], "127.0.0.1");
@@ -42,16 +54,28 @@ fn model_calls(pid: u32, n: usize, key: &str) -> Vec<Value> {
         assert_eq!(e["http"]["request"]["method"], "POST");
         assert_eq!(e["tls"]["library"], "openssl");
         assert_eq!(e["host"]["name"], "it-node");
-        let fp = e["credential"]["fingerprint"].as_str().expect("credential fingerprint");
+        let fp = e["credential"]["fingerprint"]
+            .as_str()
+            .expect("credential fingerprint");
         assert!(fp.starts_with("hmac-sha256:") && fp.len() == 44, "{fp}");
-        assert!(e["event"]["duration"].as_u64().is_some_and(|d| d > 0), "{e}");
+        assert!(
+            e["event"]["duration"].as_u64().is_some_and(|d| d > 0),
+            "{e}"
+        );
     }
     assert_schema_valid(&found);
     sensor.assert_never_printed(key);
     found
 }
 
-fn assert_call(e: &Value, provider: &str, path: &str, model: &str, tokens: (u64, u64), stream: bool) {
+fn assert_call(
+    e: &Value,
+    provider: &str,
+    path: &str,
+    model: &str,
+    tokens: (u64, u64),
+    stream: bool,
+) {
     assert_eq!(e["gen_ai"]["provider"]["name"], provider, "{e}");
     assert_eq!(e["gen_ai"]["operation"]["name"], "chat", "{e}");
     assert_eq!(e["url"]["path"], path, "{e}");
@@ -68,7 +92,12 @@ fn curl(api: &FakeApi, key: &str, extra: &[&str]) -> Command {
     let mut cmd = Command::new("curl");
     cmd.args(["-sS", "--fail-with-body", "--cacert"])
         .arg(&api.ca)
-        .args(["-H", &format!("Authorization: Bearer {key}"), "-H", "content-type: application/json"])
+        .args([
+            "-H",
+            &format!("Authorization: Bearer {key}"),
+            "-H",
+            "content-type: application/json",
+        ])
         .args(extra);
     cmd
 }
@@ -84,7 +113,14 @@ fn curl_chat_completion() {
     let (pid, _) = run_client(curl(&api, &key, &["-d", CHAT_BODY, &url]));
     let calls = model_calls(pid, 1, &key);
     let e = &calls[0];
-    assert_call(e, "openai-compatible", "/v1/chat/completions", "gpt-4o-mini", usage("chat", false), false);
+    assert_call(
+        e,
+        "openai-compatible",
+        "/v1/chat/completions",
+        "gpt-4o-mini",
+        usage("chat", false),
+        false,
+    );
     assert_eq!(e["process"]["executable"]["path"], "/usr/bin/curl");
     assert_eq!(e["credential"]["kind"], "openai_api_key");
     assert_eq!(e["server"]["port"], api.port);
@@ -92,7 +128,9 @@ fn curl_chat_completion() {
     let cmdline = e["process"]["command_line"].as_str().unwrap();
     assert!(cmdline.contains("Authorization: ****"), "{cmdline}");
     // The connect that preceded it was reported too.
-    let connect = sensor.wait_for(WAIT, |c| action(c) == "connect" && pid_of(c) == Some(u64::from(pid)));
+    let connect = sensor.wait_for(WAIT, |c| {
+        action(c) == "connect" && pid_of(c) == Some(u64::from(pid))
+    });
     let connect = connect.expect("connect event");
     assert_eq!(connect["server"]["port"], api.port);
     assert_eq!(connect["event"]["outcome"], "success");
@@ -106,16 +144,44 @@ fn curl_keep_alive_two_requests_one_connection() {
     let key = fake_key("curlka");
     let url = format!("{}/chat/completions", api.openai_base());
     let second = r#"{"model":"gpt-4o","messages":[{"role":"user","content":"again"}]}"#;
-    let (pid, _) = run_client(curl(&api, &key, &["-o", "/dev/null", "-d", CHAT_BODY, &url, "--next", "--cacert",
-        api.ca.to_str().unwrap(), "-H", &format!("Authorization: Bearer {key}"), "-o", "/dev/null", "-d", second, &url]));
+    let (pid, _) = run_client(curl(
+        &api,
+        &key,
+        &[
+            "-o",
+            "/dev/null",
+            "-d",
+            CHAT_BODY,
+            &url,
+            "--next",
+            "--cacert",
+            api.ca.to_str().unwrap(),
+            "-H",
+            &format!("Authorization: Bearer {key}"),
+            "-o",
+            "/dev/null",
+            "-d",
+            second,
+            &url,
+        ],
+    ));
     let calls = model_calls(pid, 2, &key);
     let log = api.log();
     assert_eq!(log.len(), 2);
-    assert_eq!(log[0]["conn_id"], log[1]["conn_id"], "curl did not reuse the connection: {log:?}");
-    let models: Vec<_> = calls.iter().map(|e| e["gen_ai"]["request"]["model"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(
+        log[0]["conn_id"], log[1]["conn_id"],
+        "curl did not reuse the connection: {log:?}"
+    );
+    let models: Vec<_> = calls
+        .iter()
+        .map(|e| e["gen_ai"]["request"]["model"].as_str().unwrap().to_owned())
+        .collect();
     assert_eq!(models, ["gpt-4o-mini", "gpt-4o"]);
     assert_eq!(calls[0]["client"]["port"], calls[1]["client"]["port"]);
-    assert_eq!(calls[0]["credential"]["fingerprint"], calls[1]["credential"]["fingerprint"]);
+    assert_eq!(
+        calls[0]["credential"]["fingerprint"],
+        calls[1]["credential"]["fingerprint"]
+    );
     assert!(calls[0]["event"]["sequence"].as_u64() < calls[1]["event"]["sequence"].as_u64());
 }
 
@@ -125,16 +191,37 @@ fn python_openai_sdk_keep_alive() {
     shared_sensor();
     let api = FakeApi::start("py-openai");
     let key = fake_key("pyoai");
-    let (pid, out) = run_client(python_client(&api, "openai_chat.py", &api.openai_base(), &key, &["--n", "3"]));
+    let (pid, out) = run_client(python_client(
+        &api,
+        "openai_chat.py",
+        &api.openai_base(),
+        &key,
+        &["--n", "3"],
+    ));
     assert_eq!(out.len(), 3);
     let calls = model_calls(pid, 3, &key);
     for (e, client) in calls.iter().zip(&out) {
-        assert_call(e, "openai-compatible", "/v1/chat/completions", "gpt-4o-mini", usage("chat", false), false);
+        assert_call(
+            e,
+            "openai-compatible",
+            "/v1/chat/completions",
+            "gpt-4o-mini",
+            usage("chat", false),
+            false,
+        );
         assert_eq!(e["gen_ai"]["response"]["id"], client["id"]);
-        assert!(e["process"]["command_line"].as_str().unwrap().contains("openai_chat.py"));
+        assert!(
+            e["process"]["command_line"]
+                .as_str()
+                .unwrap()
+                .contains("openai_chat.py")
+        );
     }
     let log = api.log();
-    assert!(log.iter().all(|l| l["conn_id"] == log[0]["conn_id"]), "one keep-alive connection: {log:?}");
+    assert!(
+        log.iter().all(|l| l["conn_id"] == log[0]["conn_id"]),
+        "one keep-alive connection: {log:?}"
+    );
     assert_eq!(calls[0]["client"]["port"], calls[2]["client"]["port"]);
 }
 
@@ -144,9 +231,22 @@ fn python_openai_sdk_streaming() {
     shared_sensor();
     let api = FakeApi::start("py-openai-stream");
     let key = fake_key("pyoais");
-    let (pid, out) = run_client(python_client(&api, "openai_chat.py", &api.openai_base(), &key, &["--stream"]));
+    let (pid, out) = run_client(python_client(
+        &api,
+        "openai_chat.py",
+        &api.openai_base(),
+        &key,
+        &["--stream"],
+    ));
     let calls = model_calls(pid, 1, &key);
-    assert_call(&calls[0], "openai-compatible", "/v1/chat/completions", "gpt-4o-mini", usage("chat", true), true);
+    assert_call(
+        &calls[0],
+        "openai-compatible",
+        "/v1/chat/completions",
+        "gpt-4o-mini",
+        usage("chat", true),
+        true,
+    );
     assert_eq!(calls[0]["gen_ai"]["response"]["id"], out[0]["id"]);
 }
 
@@ -156,14 +256,43 @@ fn python_anthropic_sdk() {
     shared_sensor();
     let api = FakeApi::start("py-anthropic");
     let key = fake_key("pyant");
-    let (pid, _) = run_client(python_client(&api, "anthropic_messages.py", &api.anthropic_base(), &key, &[]));
-    let (spid, _) = run_client(python_client(&api, "anthropic_messages.py", &api.anthropic_base(), &key, &["--stream"]));
+    let (pid, _) = run_client(python_client(
+        &api,
+        "anthropic_messages.py",
+        &api.anthropic_base(),
+        &key,
+        &[],
+    ));
+    let (spid, _) = run_client(python_client(
+        &api,
+        "anthropic_messages.py",
+        &api.anthropic_base(),
+        &key,
+        &["--stream"],
+    ));
     let calls = model_calls(pid, 1, &key);
-    assert_call(&calls[0], "anthropic-compatible", "/v1/messages", "claude-haiku-4-5", usage("messages", false), false);
+    assert_call(
+        &calls[0],
+        "anthropic-compatible",
+        "/v1/messages",
+        "claude-haiku-4-5",
+        usage("messages", false),
+        false,
+    );
     let streamed = model_calls(spid, 1, &key);
-    assert_call(&streamed[0], "anthropic-compatible", "/v1/messages", "claude-haiku-4-5", usage("messages", true), true);
+    assert_call(
+        &streamed[0],
+        "anthropic-compatible",
+        "/v1/messages",
+        "claude-haiku-4-5",
+        usage("messages", true),
+        true,
+    );
     // One key, two processes: the same fingerprint.
-    assert_eq!(calls[0]["credential"]["fingerprint"], streamed[0]["credential"]["fingerprint"]);
+    assert_eq!(
+        calls[0]["credential"]["fingerprint"],
+        streamed[0]["credential"]["fingerprint"]
+    );
 }
 
 #[test]
@@ -173,13 +302,37 @@ fn python_openai_other_endpoints() {
     let api = FakeApi::start("py-other");
     let key = fake_key("pyoth");
     let cases = [
-        ("embeddings", "/v1/embeddings", "embeddings", "embeddings", false),
-        ("completions", "/v1/completions", "text_completion", "completions", false),
+        (
+            "embeddings",
+            "/v1/embeddings",
+            "embeddings",
+            "embeddings",
+            false,
+        ),
+        (
+            "completions",
+            "/v1/completions",
+            "text_completion",
+            "completions",
+            false,
+        ),
         ("responses", "/v1/responses", "chat", "responses", false),
-        ("responses-stream", "/v1/responses", "chat", "responses", true),
+        (
+            "responses-stream",
+            "/v1/responses",
+            "chat",
+            "responses",
+            true,
+        ),
     ];
     for (mode, path, operation, endpoint, stream) in cases {
-        let (pid, _) = run_client(python_client(&api, "openai_other.py", &api.openai_base(), &key, &[mode]));
+        let (pid, _) = run_client(python_client(
+            &api,
+            "openai_other.py",
+            &api.openai_base(),
+            &key,
+            &[mode],
+        ));
         let calls = model_calls(pid, 1, &key);
         let e = &calls[0];
         assert_eq!(e["url"]["path"], path, "{mode}: {e}");
@@ -202,12 +355,32 @@ fn node_openai_sdk() {
     assert_eq!(out.len(), 2);
     let calls = model_calls(pid, 2, &key);
     for e in &calls {
-        assert_call(e, "openai-compatible", "/v1/chat/completions", "gpt-4o-mini", usage("chat", false), false);
-        assert!(e["process"]["executable"]["path"].as_str().unwrap().ends_with("/node"), "{e}");
+        assert_call(
+            e,
+            "openai-compatible",
+            "/v1/chat/completions",
+            "gpt-4o-mini",
+            usage("chat", false),
+            false,
+        );
+        assert!(
+            e["process"]["executable"]["path"]
+                .as_str()
+                .unwrap()
+                .ends_with("/node"),
+            "{e}"
+        );
     }
     let (spid, _) = run_client(node_client(&api, &key, &["--stream"]));
     let streamed = model_calls(spid, 1, &key);
-    assert_call(&streamed[0], "openai-compatible", "/v1/chat/completions", "gpt-4o-mini", usage("chat", true), true);
+    assert_call(
+        &streamed[0],
+        "openai-compatible",
+        "/v1/chat/completions",
+        "gpt-4o-mini",
+        usage("chat", true),
+        true,
+    );
 }
 
 #[test]
@@ -216,7 +389,21 @@ fn error_status_and_chunked_responses() {
     let api = FakeApi::start("status");
     let key = fake_key("status");
     let url = format!("{}/chat/completions", api.openai_base());
-    let mut cmd = curl(&api, &key, &["-o", "/dev/null", "-w", "%{http_code}", "-H", "x-fake-status: 429", "-d", CHAT_BODY, &url]);
+    let mut cmd = curl(
+        &api,
+        &key,
+        &[
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-H",
+            "x-fake-status: 429",
+            "-d",
+            CHAT_BODY,
+            &url,
+        ],
+    );
     // curl exits 22 on a 4xx with --fail-with-body: that is expected here.
     let child = cmd.stdout(std::process::Stdio::piped()).spawn().unwrap();
     let pid = child.id();
@@ -226,9 +413,28 @@ fn error_status_and_chunked_responses() {
     assert_eq!(failed[0]["http"]["response"]["status_code"], 429);
     assert_eq!(failed[0]["event"]["outcome"], "failure");
     assert_eq!(failed[0]["gen_ai"]["request"]["model"], "gpt-4o-mini");
-    let (pid, _) = run_client(curl(&api, &key, &["-o", "/dev/null", "-H", "x-fake-chunked: 1", "-d", CHAT_BODY, &url]));
+    let (pid, _) = run_client(curl(
+        &api,
+        &key,
+        &[
+            "-o",
+            "/dev/null",
+            "-H",
+            "x-fake-chunked: 1",
+            "-d",
+            CHAT_BODY,
+            &url,
+        ],
+    ));
     let calls = model_calls(pid, 1, &key);
-    assert_call(&calls[0], "openai-compatible", "/v1/chat/completions", "gpt-4o-mini", usage("chat", false), false);
+    assert_call(
+        &calls[0],
+        "openai-compatible",
+        "/v1/chat/completions",
+        "gpt-4o-mini",
+        usage("chat", false),
+        false,
+    );
 }
 
 #[test]
@@ -239,17 +445,26 @@ fn large_request_body_is_flagged_truncated() {
     let key = fake_key("large");
     let url = format!("{}/chat/completions", api.openai_base());
     let filler = "x".repeat(400 * 1024);
-    let body = format!(r#"{{"model":"gpt-4o-mini","messages":[{{"role":"user","content":"{filler}"}}]}}"#);
+    let body =
+        format!(r#"{{"model":"gpt-4o-mini","messages":[{{"role":"user","content":"{filler}"}}]}}"#);
     let file = sensor_tests::scratch("large-body").join("body.json");
     std::fs::write(&file, body.as_bytes()).unwrap();
     let data = format!("@{}", file.display());
-    let (pid, _) = run_client(curl(&api, &key, &["-o", "/dev/null", "--data-binary", &data, &url]));
+    let (pid, _) = run_client(curl(
+        &api,
+        &key,
+        &["-o", "/dev/null", "--data-binary", &data, &url],
+    ));
     let calls = model_calls(pid, 1, &key);
     let e = &calls[0];
     assert_eq!(e["http"]["request"]["body"]["truncated"], true, "{e}");
     assert_eq!(e["http"]["request"]["body"]["size"], body.len(), "{e}");
     assert_eq!(e["gen_ai"]["request"]["model"], "gpt-4o-mini", "{e}");
-    assert_eq!(e["gen_ai"]["usage"]["input_tokens"], usage("chat", false).0, "{e}");
+    assert_eq!(
+        e["gen_ai"]["usage"]["input_tokens"],
+        usage("chat", false).0,
+        "{e}"
+    );
 }
 
 #[test]
@@ -258,8 +473,15 @@ fn other_events_match_the_schema() {
     sensor.barrier();
     let all = sensor.events(|_| true);
     for kind in ["process_exec", "process_exit", "connect", "sensor_health"] {
-        assert!(all.iter().any(|e| action(e) == kind), "no {kind} event seen");
+        assert!(
+            all.iter().any(|e| action(e) == kind),
+            "no {kind} event seen"
+        );
     }
-    assert!(sensor.bad_lines().is_empty(), "non-JSON lines on stdout: {:?}", sensor.bad_lines());
+    assert!(
+        sensor.bad_lines().is_empty(),
+        "non-JSON lines on stdout: {:?}",
+        sensor.bad_lines()
+    );
     assert_schema_valid(&all);
 }

@@ -48,7 +48,10 @@ enum Cmd {
 }
 
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
 }
 
 pub fn cargo() -> Command {
@@ -101,7 +104,14 @@ fn test(unit_only: bool, args: &[String]) -> anyhow::Result<()> {
     setup::build_tools()?;
     // Unit tests of every crate (the kernel crate has none: it is built and
     // loaded by the integration tests).
-    run(cargo().args(["test", "--workspace", "--exclude", "sensor-ebpf", "--lib", "--bins"]))?;
+    run(cargo().args([
+        "test",
+        "--workspace",
+        "--exclude",
+        "sensor-ebpf",
+        "--lib",
+        "--bins",
+    ]))?;
     if unit_only {
         return Ok(());
     }

@@ -93,22 +93,40 @@ impl Attacher {
     /// Loads the uprobe programs (not attached yet) and takes ownership of
     /// the eBPF object: dropping the attacher detaches every program.
     pub fn new(mut ebpf: Ebpf, stats: Arc<Mutex<AttachStats>>) -> Result<Self, LoadError> {
-        for name in ENTRY_PROGRAMS.iter().map(|(_, p)| *p).chain([RETURN_PROGRAM]) {
+        for name in ENTRY_PROGRAMS
+            .iter()
+            .map(|(_, p)| *p)
+            .chain([RETURN_PROGRAM])
+        {
             let program: &mut UProbe = ebpf
                 .program_mut(name)
-                .ok_or_else(|| LoadError::MissingProgram { name: name.to_owned() })?
+                .ok_or_else(|| LoadError::MissingProgram {
+                    name: name.to_owned(),
+                })?
                 .try_into()
-                .map_err(|source| LoadError::Program { name: name.to_owned(), source })?;
-            program.load().map_err(|source| LoadError::Program { name: name.to_owned(), source })?;
+                .map_err(|source| LoadError::Program {
+                    name: name.to_owned(),
+                    source,
+                })?;
+            program.load().map_err(|source| LoadError::Program {
+                name: name.to_owned(),
+                source,
+            })?;
         }
-        Ok(Self { ebpf, seen: HashSet::new(), stats })
+        Ok(Self {
+            ebpf,
+            seen: HashSet::new(),
+            stats,
+        })
     }
 
     /// Start-up scan: libssl files in the usual directories, then every
     /// running process's mappings.
     pub fn scan_system(&mut self) {
         for dir in LIBRARY_DIRS {
-            let Ok(entries) = std::fs::read_dir(dir) else { continue };
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                continue;
+            };
             for entry in entries.flatten() {
                 let name = entry.file_name();
                 let name = name.to_string_lossy();
@@ -116,7 +134,9 @@ impl Attacher {
                     continue;
                 }
                 let path = entry.path();
-                let Ok(meta) = std::fs::metadata(&path) else { continue };
+                let Ok(meta) = std::fs::metadata(&path) else {
+                    continue;
+                };
                 use std::os::unix::fs::MetadataExt as _;
                 let dev = meta.dev();
                 let id = FileId {
@@ -127,9 +147,15 @@ impl Attacher {
                 self.consider(id, &path, &path.display().to_string());
             }
         }
-        let Ok(entries) = std::fs::read_dir("/proc") else { return };
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return;
+        };
         for entry in entries.flatten() {
-            if let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) {
+            if let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<u32>().ok())
+            {
                 self.scan_pid(pid);
             }
         }
@@ -211,7 +237,11 @@ impl Attacher {
         let mut stats = lock(&self.stats);
         stats.attach_failures += failures;
         if !attached.is_empty() {
-            stats.files_probed.push(ProbedFile { path: shown.to_owned(), library, functions: attached });
+            stats.files_probed.push(ProbedFile {
+                path: shown.to_owned(),
+                library,
+                functions: attached,
+            });
         }
     }
 }
@@ -219,7 +249,9 @@ impl Attacher {
 fn lock(stats: &Mutex<AttachStats>) -> std::sync::MutexGuard<'_, AttachStats> {
     // A poisoned lock only means another thread panicked mid-update of
     // counters; the counters are still usable.
-    stats.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    stats
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 struct Mapping<'a> {
@@ -237,7 +269,8 @@ fn parse_maps_line(line: &str) -> Option<Mapping<'_>> {
     let dev = fields.next()?;
     let inode: u64 = fields.next()?.parse().ok()?;
     let path = fields.next()?.trim_start();
-    if !perms.contains('x') || inode == 0 || !path.starts_with('/') || path.ends_with(" (deleted)") {
+    if !perms.contains('x') || inode == 0 || !path.starts_with('/') || path.ends_with(" (deleted)")
+    {
         return None;
     }
     let (major, minor) = dev.split_once(':')?;
@@ -259,17 +292,29 @@ mod tests {
     fn parses_executable_file_mappings_only() {
         let lib = "7f2a1c000000-7f2a1c0a0000 r-xp 00022000 fd:01 1835274                    /usr/lib/x86_64-linux-gnu/libssl.so.3";
         let m = parse_maps_line(lib).expect("mapping");
-        assert_eq!(m.id, FileId { major: 0xfd, minor: 1, inode: 1835274 });
+        assert_eq!(
+            m.id,
+            FileId {
+                major: 0xfd,
+                minor: 1,
+                inode: 1835274
+            }
+        );
         assert_eq!(m.path, "/usr/lib/x86_64-linux-gnu/libssl.so.3");
         let data = "7f2a1c0a0000-7f2a1c0b0000 r--p 00000000 fd:01 1835274 /usr/lib/x86_64-linux-gnu/libssl.so.3";
         assert!(parse_maps_line(data).is_none());
-        let anon = "7ffd5c7e1000-7ffd5c802000 rw-p 00000000 00:00 0                          [stack]";
+        let anon =
+            "7ffd5c7e1000-7ffd5c802000 rw-p 00000000 00:00 0                          [stack]";
         assert!(parse_maps_line(anon).is_none());
-        let vdso = "7ffd5c9f0000-7ffd5c9f2000 r-xp 00000000 00:00 0                          [vdso]";
+        let vdso =
+            "7ffd5c9f0000-7ffd5c9f2000 r-xp 00000000 00:00 0                          [vdso]";
         assert!(parse_maps_line(vdso).is_none());
         let deleted = "7f00-7f10 r-xp 00000000 08:02 42 /tmp/x.so (deleted)";
         assert!(parse_maps_line(deleted).is_none());
         let spaces = "7f00-7f10 r-xp 00000000 08:02 42 /opt/my app/libssl.so.3";
-        assert_eq!(parse_maps_line(spaces).expect("mapping").path, "/opt/my app/libssl.so.3");
+        assert_eq!(
+            parse_maps_line(spaces).expect("mapping").path,
+            "/opt/my app/libssl.so.3"
+        );
     }
 }

@@ -14,7 +14,10 @@ pub const SSL_FUNCTIONS: [&str; 4] = ["SSL_write", "SSL_read", "SSL_write_ex", "
 #[derive(Debug, thiserror::Error)]
 pub enum ElfError {
     #[error("opening {path}: {source}")]
-    Open { path: String, source: std::io::Error },
+    Open {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("parsing {path}: {source}")]
     Parse { path: String, source: object::Error },
 }
@@ -31,19 +34,29 @@ pub struct TlsSymbols {
 /// defines none (most files).
 pub fn find_tls_symbols(path: &Path) -> Result<Option<TlsSymbols>, ElfError> {
     let shown = || path.display().to_string();
-    let file = File::open(path).map_err(|source| ElfError::Open { path: shown(), source })?;
+    let file = File::open(path).map_err(|source| ElfError::Open {
+        path: shown(),
+        source,
+    })?;
     // SAFETY: the mapping is read-only and private. A file truncated under
     // us could fault; library files are replaced by rename, not rewritten.
-    let map = unsafe { memmap2::Mmap::map(&file) }
-        .map_err(|source| ElfError::Open { path: shown(), source })?;
-    let elf = object::File::parse(&*map).map_err(|source| ElfError::Parse { path: shown(), source })?;
+    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|source| ElfError::Open {
+        path: shown(),
+        source,
+    })?;
+    let elf = object::File::parse(&*map).map_err(|source| ElfError::Parse {
+        path: shown(),
+        source,
+    })?;
     let mut found: Vec<(&'static str, u64)> = Vec::new();
     let mut boring = false;
     let mut consider = |name: &[u8], address: u64| {
         if name.starts_with(b"BORINGSSL_") {
             boring = true;
         }
-        let Some(wanted) = SSL_FUNCTIONS.iter().find(|f| f.as_bytes() == name) else { return };
+        let Some(wanted) = SSL_FUNCTIONS.iter().find(|f| f.as_bytes() == name) else {
+            return;
+        };
         if found.iter().any(|(f, _)| f == wanted) {
             return;
         }
@@ -65,8 +78,15 @@ pub fn find_tls_symbols(path: &Path) -> Result<Option<TlsSymbols>, ElfError> {
     if !(has("SSL_write") || has("SSL_write_ex")) || !(has("SSL_read") || has("SSL_read_ex")) {
         return Ok(None);
     }
-    let library = if boring { TlsLibrary::BoringSsl } else { TlsLibrary::OpenSsl };
-    Ok(Some(TlsSymbols { library, functions: found }))
+    let library = if boring {
+        TlsLibrary::BoringSsl
+    } else {
+        TlsLibrary::OpenSsl
+    };
+    Ok(Some(TlsSymbols {
+        library,
+        functions: found,
+    }))
 }
 
 /// Virtual address to file offset, through the loadable segment holding it.
@@ -86,7 +106,10 @@ mod tests {
     /// The host's own libssl, when there is one: a real sample.
     #[test]
     fn finds_openssl_functions_in_system_libssl() {
-        let candidates = ["/usr/lib/x86_64-linux-gnu/libssl.so.3", "/lib/x86_64-linux-gnu/libssl.so.3"];
+        let candidates = [
+            "/usr/lib/x86_64-linux-gnu/libssl.so.3",
+            "/lib/x86_64-linux-gnu/libssl.so.3",
+        ];
         let Some(path) = candidates.iter().map(Path::new).find(|p| p.exists()) else {
             eprintln!("no system libssl.so.3 on this machine; skipping");
             return;
@@ -94,7 +117,13 @@ mod tests {
         let found = find_tls_symbols(path).expect("parse").expect("symbols");
         assert_eq!(found.library, TlsLibrary::OpenSsl);
         for name in SSL_FUNCTIONS {
-            assert!(found.functions.iter().any(|(f, off)| *f == name && *off > 0), "{name}");
+            assert!(
+                found
+                    .functions
+                    .iter()
+                    .any(|(f, off)| *f == name && *off > 0),
+                "{name}"
+            );
         }
     }
 
@@ -107,6 +136,9 @@ mod tests {
     #[test]
     fn a_non_elf_file_is_an_error() {
         let err = find_tls_symbols(Path::new("/proc/self/status")).unwrap_err();
-        assert!(matches!(err, ElfError::Open { .. } | ElfError::Parse { .. }));
+        assert!(matches!(
+            err,
+            ElfError::Open { .. } | ElfError::Parse { .. }
+        ));
     }
 }

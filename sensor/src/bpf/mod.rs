@@ -23,8 +23,13 @@ pub enum LoadError {
          build with `cargo xtask build`"
     )]
     NotBuilt,
+    #[error("tracefs is not mounted and mounting it at /sys/kernel/tracing failed: {errno}")]
+    Tracefs { errno: nix::errno::Errno },
     #[error("cannot read tracepoint format {path}: {source} (is tracefs mounted?)")]
-    TracepointFormat { path: String, source: std::io::Error },
+    TracepointFormat {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("tracepoint format {path} has no field `{field}`")]
     TracepointField { path: String, field: String },
     #[error("loading the eBPF object: {0}")]
@@ -34,9 +39,15 @@ pub enum LoadError {
     #[error("map {name} is missing from the eBPF object")]
     MissingMap { name: String },
     #[error("program {name}: {source}")]
-    Program { name: String, source: aya::programs::ProgramError },
+    Program {
+        name: String,
+        source: aya::programs::ProgramError,
+    },
     #[error("map {name}: {source}")]
-    Map { name: String, source: aya::maps::MapError },
+    Map {
+        name: String,
+        source: aya::maps::MapError,
+    },
 }
 
 /// Tracepoints the sensor attaches: (program, category, event).
@@ -76,15 +87,42 @@ fn tracefs_root() -> &'static str {
     }
 }
 
+/// Mounts tracefs at /sys/kernel/tracing when neither it nor the debugfs
+/// path is there (minimal hosts and containers don't mount it); tracepoint
+/// attach and the format files need it.
+fn ensure_tracefs() -> Result<(), LoadError> {
+    if Path::new("/sys/kernel/tracing/events").is_dir()
+        || Path::new("/sys/kernel/debug/tracing/events").is_dir()
+    {
+        return Ok(());
+    }
+    nix::mount::mount(
+        Some("tracefs"),
+        "/sys/kernel/tracing",
+        Some("tracefs"),
+        nix::mount::MsFlags::MS_NOSUID
+            | nix::mount::MsFlags::MS_NODEV
+            | nix::mount::MsFlags::MS_NOEXEC,
+        None::<&str>,
+    )
+    .map_err(|errno| LoadError::Tracefs { errno })?;
+    tracing::info!("mounted tracefs at /sys/kernel/tracing");
+    Ok(())
+}
+
 /// Offset of `field` in a tracepoint record, from its format file. Layouts
 /// change between kernels (6.x turned the fork comms into `__data_loc`), so
 /// the programs get them patched in rather than compiled in.
 fn field_offset(category: &str, event: &str, field: &str) -> Result<u32, LoadError> {
     let path = format!("{}/events/{category}/{event}/format", tracefs_root());
-    let text = std::fs::read_to_string(&path)
-        .map_err(|source| LoadError::TracepointFormat { path: path.clone(), source })?;
-    parse_field_offset(&text, field)
-        .ok_or_else(|| LoadError::TracepointField { path, field: field.to_owned() })
+    let text = std::fs::read_to_string(&path).map_err(|source| LoadError::TracepointFormat {
+        path: path.clone(),
+        source,
+    })?;
+    parse_field_offset(&text, field).ok_or_else(|| LoadError::TracepointField {
+        path,
+        field: field.to_owned(),
+    })
 }
 
 fn parse_field_offset(format: &str, field: &str) -> Option<u32> {
@@ -95,7 +133,9 @@ fn parse_field_offset(format: &str, field: &str) -> Option<u32> {
         if name != field {
             return None;
         }
-        let offset = line.split(';').find_map(|part| part.trim().strip_prefix("offset:"))?;
+        let offset = line
+            .split(';')
+            .find_map(|part| part.trim().strip_prefix("offset:"))?;
         offset.trim().parse().ok()
     })
 }
@@ -106,6 +146,7 @@ pub fn load(ring_bytes: u32) -> Result<Loaded, LoadError> {
     if EBPF_OBJECT.is_empty() {
         return Err(LoadError::NotBuilt);
     }
+    ensure_tracefs()?;
     let fork_child = field_offset("sched", "sched_process_fork", "child_pid")?;
     let exec_filename = field_offset("sched", "sched_process_exec", "filename")?;
     let exec_old_pid = field_offset("sched", "sched_process_exec", "old_pid")?;
@@ -118,25 +159,43 @@ pub fn load(ring_bytes: u32) -> Result<Loaded, LoadError> {
     for (name, category, event) in TRACEPOINTS {
         let program: &mut TracePoint = ebpf
             .program_mut(name)
-            .ok_or_else(|| LoadError::MissingProgram { name: (*name).to_owned() })?
+            .ok_or_else(|| LoadError::MissingProgram {
+                name: (*name).to_owned(),
+            })?
             .try_into()
-            .map_err(|source| LoadError::Program { name: (*name).to_owned(), source })?;
+            .map_err(|source| LoadError::Program {
+                name: (*name).to_owned(),
+                source,
+            })?;
         program
             .load()
             .and_then(|()| program.attach(category, event).map(drop))
-            .map_err(|source| LoadError::Program { name: (*name).to_owned(), source })?;
+            .map_err(|source| LoadError::Program {
+                name: (*name).to_owned(),
+                source,
+            })?;
     }
     let events = take_map(&mut ebpf, "EVENTS")?;
-    let events = RingBuf::try_from(events)
-        .map_err(|source| LoadError::Map { name: "EVENTS".into(), source })?;
+    let events = RingBuf::try_from(events).map_err(|source| LoadError::Map {
+        name: "EVENTS".into(),
+        source,
+    })?;
     let counters = take_map(&mut ebpf, "COUNTERS")?;
-    let counters = PerCpuArray::try_from(counters)
-        .map_err(|source| LoadError::Map { name: "COUNTERS".into(), source })?;
-    Ok(Loaded { ebpf, events, counters })
+    let counters = PerCpuArray::try_from(counters).map_err(|source| LoadError::Map {
+        name: "COUNTERS".into(),
+        source,
+    })?;
+    Ok(Loaded {
+        ebpf,
+        events,
+        counters,
+    })
 }
 
 fn take_map(ebpf: &mut Ebpf, name: &str) -> Result<aya::maps::Map, LoadError> {
-    ebpf.take_map(name).ok_or_else(|| LoadError::MissingMap { name: name.to_owned() })
+    ebpf.take_map(name).ok_or_else(|| LoadError::MissingMap {
+        name: name.to_owned(),
+    })
 }
 
 /// Kernel-side counters summed over CPUs.
@@ -150,7 +209,9 @@ pub struct KernelCounters {
 
 pub fn read_counters(map: &PerCpuArray<MapData, u64>) -> KernelCounters {
     let sum = |index: u32| -> u64 {
-        map.get(&index, 0).map(|values| values.iter().sum()).unwrap_or(0)
+        map.get(&index, 0)
+            .map(|values| values.iter().sum())
+            .unwrap_or(0)
     };
     KernelCounters {
         ringbuf_drops: sum(counter::RINGBUF_DROPS),

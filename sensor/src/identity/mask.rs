@@ -14,9 +14,24 @@ pub const MASK: &str = "****";
 
 /// Flags whose *next* argument is a secret.
 const SECRET_FLAGS: &[&str] = &[
-    "--api-key", "--apikey", "--key", "--token", "--access-token", "--auth-token", "--password",
-    "--passwd", "--secret", "--client-secret", "--bearer", "--oauth2-bearer", "--proxy-user",
-    "-u", "--user", "--cookie", "-b", "--pass",
+    "--api-key",
+    "--apikey",
+    "--key",
+    "--token",
+    "--access-token",
+    "--auth-token",
+    "--password",
+    "--passwd",
+    "--secret",
+    "--client-secret",
+    "--bearer",
+    "--oauth2-bearer",
+    "--proxy-user",
+    "-u",
+    "--user",
+    "--cookie",
+    "-b",
+    "--pass",
 ];
 /// Flags whose next argument is a header that may be an auth header.
 const HEADER_FLAGS: &[&str] = &["-H", "--header", "--proxy-header"];
@@ -34,12 +49,18 @@ static PATTERNS: LazyLock<Vec<(Regex, &'static str)>> = LazyLock::new(|| {
             "${1}=****",
         ),
         // URL userinfo.
-        (r"(?i)\b([a-z][a-z0-9+.-]*://[^/\s:@]+):[^@\s/]+@", "${1}:****@"),
+        (
+            r"(?i)\b([a-z][a-z0-9+.-]*://[^/\s:@]+):[^@\s/]+@",
+            "${1}:****@",
+        ),
         // Well-known key shapes anywhere.
         (r"\bsk-[A-Za-z0-9_-]{6,}", "****"),
         (r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b", "****"),
         (r"\bAIza[0-9A-Za-z_-]{20,}", "****"),
-        (r"\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*", "****"),
+        (
+            r"\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*",
+            "****",
+        ),
     ];
     table
         .into_iter()
@@ -48,7 +69,10 @@ static PATTERNS: LazyLock<Vec<(Regex, &'static str)>> = LazyLock::new(|| {
 });
 
 static OTHER_KEYS: LazyLock<Option<Regex>> = LazyLock::new(|| {
-    Regex::new(r"\b(?:gh[pousr]_[A-Za-z0-9]{20,}|xox[abprs]-[A-Za-z0-9-]{10,}|glpat-[A-Za-z0-9_-]{20,})").ok()
+    Regex::new(
+        r"\b(?:gh[pousr]_[A-Za-z0-9]{20,}|xox[abprs]-[A-Za-z0-9-]{10,}|glpat-[A-Za-z0-9_-]{20,})",
+    )
+    .ok()
 });
 
 /// Masks one argument (or any free text).
@@ -100,20 +124,49 @@ mod tests {
 
     #[test]
     fn masks_curl_auth_headers_and_flags() {
-        let args = ["curl", "-H", "Authorization: Bearer sk-test-abcdefghij", "-H", "x-api-key: sk-ant-test-1234567", "-u", "alice:hunter2", "https://api.openai.com/v1/chat/completions"];
+        let args = [
+            "curl",
+            "-H",
+            "Authorization: Bearer sk-test-abcdefghij",
+            "-H",
+            "x-api-key: sk-ant-test-1234567",
+            "-u",
+            "alice:hunter2",
+            "https://api.openai.com/v1/chat/completions",
+        ];
         let line = mask_command_line(&args);
-        assert!(!line.contains("abcdefghij") && !line.contains("1234567") && !line.contains("hunter2"), "{line}");
+        assert!(
+            !line.contains("abcdefghij") && !line.contains("1234567") && !line.contains("hunter2"),
+            "{line}"
+        );
         assert!(line.contains("Authorization: ****"), "{line}");
-        assert!(line.contains("https://api.openai.com/v1/chat/completions"), "{line}");
+        assert!(
+            line.contains("https://api.openai.com/v1/chat/completions"),
+            "{line}"
+        );
     }
 
     #[test]
     fn masks_key_value_pairs_urls_and_shapes() {
         let line = mask_command_line(&[
-            "app", "--api-key=verysecret", "OPENAI_API_KEY=zzz", "https://bob:pw@host/x?key=abc&q=1",
-            "AKIAABCDEFGHIJKLMNOP", "--token", "t0k", "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2ln",
+            "app",
+            "--api-key=verysecret",
+            "OPENAI_API_KEY=zzz",
+            "https://bob:pw@host/x?key=abc&q=1",
+            "AKIAABCDEFGHIJKLMNOP",
+            "--token",
+            "t0k",
+            "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2ln",
         ]);
-        for secret in ["verysecret", "zzz", ":pw@", "key=abc", "AKIAABCDEFGHIJKLMNOP", "t0k", "eyJhbGci"] {
+        for secret in [
+            "verysecret",
+            "zzz",
+            ":pw@",
+            "key=abc",
+            "AKIAABCDEFGHIJKLMNOP",
+            "t0k",
+            "eyJhbGci",
+        ] {
             assert!(!line.contains(secret), "{secret} in {line}");
         }
         assert!(line.contains("q=1") && line.contains("bob:****@"), "{line}");
@@ -121,7 +174,14 @@ mod tests {
 
     #[test]
     fn leaves_ordinary_arguments_alone() {
-        let args = ["python3", "-m", "http.server", "--bind", "127.0.0.1", "8080"];
+        let args = [
+            "python3",
+            "-m",
+            "http.server",
+            "--bind",
+            "127.0.0.1",
+            "8080",
+        ];
         assert_eq!(mask_command_line(&args), args.join(" "));
     }
 }

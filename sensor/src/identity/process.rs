@@ -80,17 +80,22 @@ impl ProcessTable {
     pub fn new() -> Self {
         // SAFETY: sysconf has no preconditions.
         let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-        Self { clock_ticks: u64::try_from(ticks).ok().filter(|t| *t > 0), ..Self::default() }
+        Self {
+            clock_ticks: u64::try_from(ticks).ok().filter(|t| *t > 0),
+            ..Self::default()
+        }
     }
 
     /// Reads every process in /proc.
     pub fn seed(&mut self) {
-        let Ok(entries) = fs::read_dir("/proc") else { return };
+        let Ok(entries) = fs::read_dir("/proc") else {
+            return;
+        };
         for entry in entries.flatten() {
-            if let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse().ok()) {
-                if let Some(info) = self.read_procfs(pid) {
-                    self.live.insert(pid, info);
-                }
+            if let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse().ok())
+                && let Some(info) = self.read_procfs(pid)
+            {
+                self.live.insert(pid, info);
             }
         }
     }
@@ -113,7 +118,10 @@ impl ProcessTable {
         self.forget_fork(pid);
         let mut info = ProcessInfo::empty(pid, "exec");
         let prior_parent = self.live.get(&pid).and_then(|p| p.ppid);
-        info.ppid = (exec.ppid != 0).then_some(exec.ppid).or(prior_parent).or_else(|| read_ppid(pid));
+        info.ppid = (exec.ppid != 0)
+            .then_some(exec.ppid)
+            .or(prior_parent)
+            .or_else(|| read_ppid(pid));
         info.uid = Some(task.uid);
         info.gid = Some(task.gid);
         info.cgroup_id = Some(task.cgroup_id);
@@ -215,7 +223,9 @@ impl ProcessTable {
                 }
             }
         }
-        info.exe = fs::read_link(format!("/proc/{pid}/exe")).ok().map(|p| p.to_string_lossy().into_owned());
+        info.exe = fs::read_link(format!("/proc/{pid}/exe"))
+            .ok()
+            .map(|p| p.to_string_lossy().into_owned());
         info.command_line = read_cmdline(pid);
         info.start_boot_ns = self.clock_ticks.and_then(|ticks| read_start_ns(pid, ticks));
         Some(info)
@@ -237,7 +247,10 @@ fn read_cmdline(pid: u32) -> Option<String> {
 
 fn read_ppid(pid: u32) -> Option<u32> {
     let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status.lines().find_map(|l| l.strip_prefix("PPid:")).and_then(|v| v.trim().parse().ok())
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("PPid:"))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 /// Start time from `/proc/<pid>/stat` field 22 (clock ticks since boot).
@@ -266,18 +279,43 @@ mod tests {
     #[test]
     fn forked_child_inherits_parent_until_exec() {
         let mut table = ProcessTable::new();
-        table.live.insert(10, ProcessInfo { exe: Some("/bin/agent".into()), ..ProcessInfo::empty(10, "exec") });
+        table.live.insert(
+            10,
+            ProcessInfo {
+                exe: Some("/bin/agent".into()),
+                ..ProcessInfo::empty(10, "exec")
+            },
+        );
         // A pid that cannot exist in /proc (above pid_max).
         let child = 4_000_000_001;
         table.on_fork(10, child);
         let info = table.get_or_resolve(child).expect("child").clone();
-        assert_eq!((info.ppid, info.exe.as_deref(), info.source), (Some(10), Some("/bin/agent"), "fork"));
-        let task = Task { ts_ns: 99, pid: child, tid: child, cgroup_id: 5, uid: 1000, gid: 1000 };
+        assert_eq!(
+            (info.ppid, info.exe.as_deref(), info.source),
+            (Some(10), Some("/bin/agent"), "fork")
+        );
+        let task = Task {
+            ts_ns: 99,
+            pid: child,
+            tid: child,
+            cgroup_id: 5,
+            uid: 1000,
+            gid: 1000,
+        };
         let args = vec!["curl".to_owned(), "--token".to_owned(), "s3cret".to_owned()];
-        let exec = ExecInfo { ppid: 10, comm: "curl", filename: "/usr/bin/curl", args: &args, args_truncated: false };
+        let exec = ExecInfo {
+            ppid: 10,
+            comm: "curl",
+            filename: "/usr/bin/curl",
+            args: &args,
+            args_truncated: false,
+        };
         table.on_exec(&task, &exec);
         let info = table.get_or_resolve(child).expect("child");
-        assert_eq!((info.uid, info.source, info.exe.as_deref()), (Some(1000), "exec", Some("/usr/bin/curl")));
+        assert_eq!(
+            (info.uid, info.source, info.exe.as_deref()),
+            (Some(1000), "exec", Some("/usr/bin/curl"))
+        );
         assert_eq!(info.command_line.as_deref(), Some("curl --token ****"));
     }
 }

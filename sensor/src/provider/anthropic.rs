@@ -2,8 +2,8 @@
 
 use serde_json::Value;
 
-use super::json::{self, u64_at};
 use super::ModelCallInfo;
+use super::json::{self, u64_at};
 use crate::protocol::http1::Response;
 
 pub(super) fn response(resp: &Response, info: &mut ModelCallInfo) {

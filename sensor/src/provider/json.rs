@@ -156,10 +156,9 @@ pub(super) fn last_usage_object(hay: &[u8]) -> Option<Value> {
         if let Some(v) = after
             .strip_prefix(b":")
             .and_then(|v| first_value(v.trim_ascii_start()))
+            && v.is_object()
         {
-            if v.is_object() {
-                return Some(v);
-            }
+            return Some(v);
         }
         end = p;
     }

@@ -1,7 +1,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use super::*;
-use crate::protocol::http1::{Parsed, RequestParser, ResponseParser, DEFAULT_BODY_CAP};
+use crate::protocol::http1::{DEFAULT_BODY_CAP, Parsed, RequestParser, ResponseParser};
 
 fn request_cap(target: &str, body: &str, cap: usize) -> Request {
     let raw = format!(

@@ -13,8 +13,8 @@ use memchr::memchr;
 
 mod body;
 
-use super::syntax::{self, StartLine, TransferCoding, MAX_PATTERN_LEN};
-use super::{Headers, ParseError, ParserStats, BODY_TAIL_CAP, MAX_HEADER_BYTES};
+use super::syntax::{self, MAX_PATTERN_LEN, StartLine, TransferCoding};
+use super::{BODY_TAIL_CAP, Headers, MAX_HEADER_BYTES, ParseError, ParserStats};
 
 /// Chunk-size line including extensions; real ones are a few bytes.
 const MAX_CHUNK_LINE: usize = 4096;

@@ -3,7 +3,7 @@
 
 use memchr::memchr;
 
-use super::{Header, Headers, ParseError, MAX_HEADER_COUNT};
+use super::{Header, Headers, MAX_HEADER_COUNT, ParseError};
 
 /// Longest method token we accept; real methods are short, and a cap lets a
 /// noise stream be rejected after a few bytes instead of 64 KiB.

@@ -221,9 +221,10 @@ fn non_chunked_transfer_coding_response_reads_until_close() {
 #[test]
 fn close_mid_body_returns_truncated_message() {
     let mut p = RequestParser::default();
-    assert!(p
-        .feed(1, b"POST /x HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc")
-        .is_empty());
+    assert!(
+        p.feed(1, b"POST /x HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc")
+            .is_empty()
+    );
     let (msgs, errs) = split(p.close(2));
     assert!(errs.is_empty());
     assert!(msgs[0].body_truncated);
@@ -246,9 +247,10 @@ fn connect_and_upgrade_switch_to_tunnel() {
         b"HTTP/1.1 200 Connection established\r\n\r\n\x16\x03\x01 HTTP/1.1 200 OK\r\n\r\n",
     ));
     assert_eq!(msgs.len(), 1);
-    assert!(p
-        .feed(2, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
-        .is_empty());
+    assert!(
+        p.feed(2, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+            .is_empty()
+    );
     assert!(p.stats().tunnel_bytes > 0);
 
     let mut p = ResponseParser::default();

@@ -1,7 +1,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 //! Robustness tests: gaps, oversized headers, noise and resync, fuzzing.
 
-use super::tests::{chunked_response, curl_request, split, CHAT_BODY};
+use super::tests::{CHAT_BODY, chunked_response, curl_request, split};
 use super::*;
 
 /// Deterministic xorshift64 so failures reproduce.
@@ -24,9 +24,10 @@ impl Rng {
 #[test]
 fn gap_inside_content_length_body() {
     let mut p = RequestParser::default();
-    assert!(p
-        .feed(1, b"POST /x HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc")
-        .is_empty());
+    assert!(
+        p.feed(1, b"POST /x HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc")
+            .is_empty()
+    );
     assert!(p.gap(2, 4).is_empty());
     let (msgs, errs) = split(p.feed(3, b"hijGET /next HTTP/1.1\r\n\r\n"));
     assert!(errs.is_empty());

@@ -4,11 +4,11 @@
 use memchr::memchr;
 
 use super::{
-    BodyState, Chunk, Event, Framing, HeadState, Machine, Partial, Side, State, Step,
-    MAX_CHUNK_LINE,
+    BodyState, Chunk, Event, Framing, HeadState, MAX_CHUNK_LINE, Machine, Partial, Side, State,
+    Step,
 };
 use crate::protocol::http1::syntax;
-use crate::protocol::http1::{ParseError, BODY_TAIL_CAP, MAX_HEADER_BYTES};
+use crate::protocol::http1::{BODY_TAIL_CAP, MAX_HEADER_BYTES, ParseError};
 
 impl Machine {
     pub(super) fn body_step(
