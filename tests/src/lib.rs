@@ -332,11 +332,17 @@ pub struct FakeApi {
 
 impl FakeApi {
     pub fn start(name: &str) -> Self {
+        Self::start_on(name, "127.0.0.1")
+    }
+
+    /// Listens on `host` (`::1` for IPv6).
+    pub fn start_on(name: &str, host: &str) -> Self {
         let dir = scratch(&format!("api-{name}"));
         let mut cmd = Command::new("python3");
         cmd.arg(workspace().join("tests/fixtures/fake_model_api.py"))
             .arg("--dir")
             .arg(&dir)
+            .args(["--host", host])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());

@@ -49,8 +49,8 @@ fn model_calls(pid: u32, n: usize, key: &str) -> Vec<Value> {
         );
         assert!(e["process"]["command_line"].as_str().is_some(), "{e}");
         assert_eq!(e["process"]["user"]["id"], 0);
-        assert_eq!(e["server"]["address"], "127.0.0.1");
-        assert_eq!(e["server"]["ip"], "127.0.0.1");
+        let ip = e["server"]["ip"].as_str().expect("server.ip");
+        assert!(ip == "127.0.0.1" || ip == "::1", "{e}");
         assert_eq!(e["http"]["request"]["method"], "POST");
         assert_eq!(e["tls"]["library"], "openssl");
         assert_eq!(e["host"]["name"], "it-node");
@@ -124,6 +124,7 @@ fn curl_chat_completion() {
     assert_eq!(e["process"]["executable"]["path"], "/usr/bin/curl");
     assert_eq!(e["credential"]["kind"], "openai_api_key");
     assert_eq!(e["server"]["port"], api.port);
+    assert_eq!(e["server"]["address"], "127.0.0.1");
     // The command line carried the key in a header: it is masked.
     let cmdline = e["process"]["command_line"].as_str().unwrap();
     assert!(cmdline.contains("Authorization: ****"), "{cmdline}");
@@ -484,4 +485,67 @@ fn other_events_match_the_schema() {
         sensor.bad_lines()
     );
     assert_schema_valid(&all);
+}
+
+/// The provider is named from the host the client asked for; IPv6 works.
+#[test]
+fn provider_from_host_name_and_ipv6() {
+    shared_sensor();
+    let api = FakeApi::start_on("ipv6", "::1");
+    let key = fake_key("v6");
+    let chat = format!("https://api.openai.com:{}/v1/chat/completions", api.port);
+    let resolve = format!("api.openai.com:{}:[::1]", api.port);
+    let (pid, _) = run_client(curl(
+        &api,
+        &key,
+        &[
+            "-o",
+            "/dev/null",
+            "--resolve",
+            &resolve,
+            "-d",
+            CHAT_BODY,
+            &chat,
+        ],
+    ));
+    let calls = model_calls(pid, 1, &key);
+    let e = &calls[0];
+    assert_eq!(e["gen_ai"]["provider"]["name"], "openai", "{e}");
+    assert_eq!(e["server"]["address"], "api.openai.com", "{e}");
+    assert_eq!(e["server"]["ip"], "::1", "{e}");
+    assert_eq!(e["network"]["type"], "ipv6", "{e}");
+    assert_eq!(e["client"]["address"], "::1", "{e}");
+
+    let messages = format!("https://api.anthropic.com:{}/v1/messages", api.port);
+    let resolve = format!("api.anthropic.com:{}:[::1]", api.port);
+    let body = r#"{"model":"claude-haiku-4-5","max_tokens":64,"messages":[{"role":"user","content":"hi"}]}"#;
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sS", "--fail-with-body", "-o", "/dev/null", "--cacert"])
+        .arg(&api.ca)
+        .args([
+            "--resolve",
+            &resolve,
+            "-H",
+            &format!("x-api-key: {key}"),
+            "-H",
+            "anthropic-version: 2023-06-01",
+        ])
+        .args([
+            "-H",
+            "content-type: application/json",
+            "-d",
+            body,
+            &messages,
+        ]);
+    let (pid, _) = run_client(cmd);
+    let calls = model_calls(pid, 1, &key);
+    let e = &calls[0];
+    assert_eq!(e["gen_ai"]["provider"]["name"], "anthropic", "{e}");
+    assert_eq!(e["gen_ai"]["request"]["max_tokens"], 64, "{e}");
+    assert_eq!(e["credential"]["source"], "x-api-key", "{e}");
+    assert_eq!(
+        e["gen_ai"]["usage"]["input_tokens"],
+        usage("messages", false).0,
+        "{e}"
+    );
 }
