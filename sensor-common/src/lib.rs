@@ -15,9 +15,12 @@ pub const RECORD_VERSION: u16 = 1;
 /// split into several records (see [`TLS_MAX_SEGMENTS`]).
 pub const TLS_SEGMENT_BYTES: usize = 16 * 1024;
 /// Segments emitted per SSL call at most: beyond `TLS_SEGMENT_BYTES *
-/// TLS_MAX_SEGMENTS` bytes the rest of the call is not copied, and the record
-/// says so through `total_len`.
-pub const TLS_MAX_SEGMENTS: u32 = 4;
+/// TLS_MAX_SEGMENTS` (256 KiB) the rest of the call is not copied, and the
+/// record says so through `total_len`.
+pub const TLS_MAX_SEGMENTS: u32 = 16;
+/// Record sizes the kernel reserves for TLS data: the smallest class that
+/// fits a segment is used, so small writes do not take 16 KiB of ring.
+pub const TLS_SIZE_CLASSES: [usize; 4] = [256, 1024, 4096, TLS_SEGMENT_BYTES];
 
 /// Length of the executable path captured at exec.
 pub const EXEC_FILENAME_BYTES: usize = 256;
@@ -195,7 +198,9 @@ pub struct ConnectRecord {
     pub family: u16,
     /// Destination port, host byte order.
     pub port: u16,
-    pub _pad: u32,
+    /// `SOCK_STREAM` (1), `SOCK_DGRAM` (2), ... from the `socket(2)` call
+    /// that made it, 0 when the socket predates the sensor.
+    pub sock_type: u32,
     /// Destination address: 4 bytes for IPv4, 16 for IPv6, network order.
     pub addr: [u8; 16],
 }
@@ -222,6 +227,10 @@ pub struct TlsDataHeader {
     pub header: Header,
     /// The `SSL *` (per process): identifies the TLS session.
     pub conn: u64,
+    /// Position of this call's first byte in the session's stream for
+    /// `direction`, counted by the kernel over every call (captured or not):
+    /// a lost record shows as a jump.
+    pub stream_pos: u64,
     /// Socket fd the session is bound to, or -1.
     pub fd: i32,
     /// A [`Direction`].
@@ -237,14 +246,23 @@ pub struct TlsDataHeader {
     pub len: u32,
     pub _pad2: u32,
 }
-const _: () = assert!(core::mem::size_of::<TlsDataHeader>() == 40 + 32);
+const _: () = assert!(core::mem::size_of::<TlsDataHeader>() == 40 + 40);
 
-/// The full scratch layout the kernel fills; see [`TlsDataHeader`].
+/// A TLS data record of size class `N` (see [`TLS_SIZE_CLASSES`]): the
+/// header, then `head.len` valid bytes of `data`.
 #[repr(C)]
 #[derive(Clone, Copy)]
-pub struct TlsDataRecord {
+pub struct TlsDataRecord<const N: usize> {
     pub head: TlsDataHeader,
-    pub data: [u8; TLS_SEGMENT_BYTES],
+    pub data: [u8; N],
+}
+
+/// Bytes of a TLS session's stream seen so far, per direction.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub struct StreamPos {
+    pub egress: u64,
+    pub ingress: u64,
 }
 
 /// An SSL session was tied to its socket fd.

@@ -6,6 +6,10 @@
 //! fentry and LSM programs are not available on every kernel we target).
 #![no_std]
 #![no_main]
+// Atomic adds on map values (see `maps::count`); the BPF target is built
+// with `-Z build-std` under RUSTC_BOOTSTRAP already.
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
 
 mod maps;
 mod net;

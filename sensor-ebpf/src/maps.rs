@@ -8,9 +8,7 @@ use aya_ebpf::{
     macros::map,
     maps::{LruHashMap, PerCpuArray, RingBuf},
 };
-use sensor_common::{
-    Header, RECORD_VERSION, RecordKind, SockKey, SockValue, SslKey, TlsDataRecord, counter,
-};
+use sensor_common::{Header, RECORD_VERSION, RecordKind, SockKey, SockValue, SslKey, counter};
 
 /// All records go through one ring buffer: ordering across kinds (connect
 /// before data before close) is kept per CPU. User space may resize it.
@@ -34,15 +32,18 @@ pub static SOCKS: LruHashMap<SockKey, SockValue> = LruHashMap::with_max_entries(
 #[map]
 pub static SSL_FD: LruHashMap<SslKey, i32> = LruHashMap::with_max_entries(65536, 0);
 
-/// Scratch space for one TLS record: too large for the 512-byte stack.
-#[map]
-pub static TLS_SCRATCH: PerCpuArray<TlsDataRecord> = PerCpuArray::with_max_entries(1, 0);
-
 #[inline(always)]
 pub fn count(index: u32, by: u64) {
     if let Some(slot) = COUNTERS.get_ptr_mut(index) {
-        // SAFETY: per-CPU slot, programs do not migrate while they run.
-        unsafe { *slot += by };
+        // SAFETY: valid, aligned map value. An atomic add (BPF_ATOMIC):
+        // uprobe programs run with only migration disabled, so another task
+        // on this CPU may preempt a plain read-modify-write and lose a count.
+        // `AtomicU64` has no `fetch_add` on the BPF target, hence the intrinsic.
+        unsafe {
+            core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(
+                slot, by,
+            )
+        };
     }
 }
 

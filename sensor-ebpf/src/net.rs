@@ -30,7 +30,7 @@ const RET: usize = 16;
 
 #[repr(C)]
 #[derive(Clone, Copy)]
-pub struct ConnectArgs {
+pub(crate) struct ConnectArgs {
     fd: i32,
     family: u16,
     port: u16,
@@ -39,7 +39,22 @@ pub struct ConnectArgs {
 
 /// Arguments of a connect in flight, per thread, from enter to exit.
 #[map]
-static CONNECT_ARGS: LruHashMap<u64, ConnectArgs> = LruHashMap::with_max_entries(16384, 0);
+pub(crate) static CONNECT_ARGS: LruHashMap<u64, ConnectArgs> =
+    LruHashMap::with_max_entries(16384, 0);
+
+/// `socket(2)` type argument in flight, per thread.
+#[map]
+pub(crate) static SOCKET_ARGS: LruHashMap<u64, u32> = LruHashMap::with_max_entries(16384, 0);
+
+/// Socket type (`SOCK_STREAM`, `SOCK_DGRAM`, ...) per (tgid, fd), for sockets
+/// made while the sensor runs: a connected UDP socket (DNS) is not a TCP
+/// connection and must not carry a TLS session.
+#[map]
+static SOCK_TYPE: LruHashMap<SockKey, u32> = LruHashMap::with_max_entries(65536, 0);
+
+const SOCK_STREAM: u32 = 1;
+/// `SOCK_NONBLOCK | SOCK_CLOEXEC` and future flags live above the type bits.
+const SOCK_TYPE_MASK: u32 = 0xf;
 
 /// TLS sessions (SSL *) whose fd is not known yet, per thread: the next
 /// socket syscall of that thread on a connected socket names it.
@@ -55,6 +70,44 @@ struct SockaddrIn6 {
     flowinfo: u32,
     addr: [u8; 16],
     scope_id: u32,
+}
+
+/// `syscalls:sys_enter_socket`: `socket(family, type, protocol)`.
+#[tracepoint]
+pub fn sys_enter_socket(ctx: TracePointContext) -> u32 {
+    // SAFETY: offsets from the syscall tracepoint format.
+    let family: u64 = unsafe { ctx.read_at(ARG0) }.unwrap_or(0);
+    if family == u64::from(AF_INET) || family == u64::from(AF_INET6) {
+        // SAFETY: as above.
+        let kind: u64 = unsafe { ctx.read_at(ARG1) }.unwrap_or(0);
+        let _ = SOCKET_ARGS.insert(
+            &bpf_get_current_pid_tgid(),
+            &((kind as u32) & SOCK_TYPE_MASK),
+            0,
+        );
+    }
+    0
+}
+
+/// `syscalls:sys_exit_socket`: remembers the new fd's type.
+#[tracepoint]
+pub fn sys_exit_socket(ctx: TracePointContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if let Some(kind) = SOCKET_ARGS.get_ptr(&pid_tgid) {
+        // SAFETY: pointer from a successful lookup; copied before removal.
+        let kind = unsafe { *kind };
+        let _ = SOCKET_ARGS.remove(&pid_tgid);
+        // SAFETY: offset from the syscall tracepoint format.
+        let fd: i64 = unsafe { ctx.read_at(RET) }.unwrap_or(-1);
+        if fd >= 0 {
+            let key = SockKey {
+                tgid: (pid_tgid >> 32) as u32,
+                fd: fd as i32,
+            };
+            let _ = SOCK_TYPE.insert(&key, &kind, 0);
+        }
+    }
+    0
 }
 
 /// `syscalls:sys_enter_connect`: `connect(fd, uservaddr, addrlen)`.
@@ -115,11 +168,33 @@ fn try_exit_connect(ctx: &TracePointContext) -> Result<(), i64> {
     // SAFETY: offset from the syscall tracepoint format.
     let ret: i64 = unsafe { ctx.read_at(RET) }.map_err(i64::from)?;
     let mut head = header(RecordKind::Connect);
-    if ret == 0 || ret == -EINPROGRESS {
-        let key = SockKey {
-            tgid: head.pid,
-            fd: args.fd,
-        };
+    let key = SockKey {
+        tgid: head.pid,
+        fd: args.fd,
+    };
+    let sock_type = SOCK_TYPE
+        .get_ptr(&key)
+        .map(|t| {
+            // SAFETY: pointer from a successful lookup.
+            unsafe { *t }
+        })
+        .unwrap_or(0);
+    // Sockets made before the sensor started have an unknown type (0); they
+    // are taken for streams: inet datagram sockets rarely live that long.
+    let stream = sock_type == 0 || sock_type == SOCK_STREAM;
+    if stream && (ret == 0 || ret == -EINPROGRESS) {
+        if let Some(old) = SOCKS.get_ptr(&key) {
+            // The fd was reused without a close we saw: drop the old binding.
+            // SAFETY: pointer from a successful lookup.
+            let old_ssl = unsafe { (*old).ssl };
+            if old_ssl != 0 {
+                let _ = SSL_FD.remove(&SslKey {
+                    tgid: head.pid,
+                    _pad: 0,
+                    ssl: old_ssl,
+                });
+            }
+        }
         SOCKS.insert(&key, &SockValue { ssl: 0 }, 0)?;
         if ret != 0 {
             head.flags |= FLAG_CONNECT_IN_PROGRESS;
@@ -131,7 +206,7 @@ fn try_exit_connect(ctx: &TracePointContext) -> Result<(), i64> {
         ret: ret as i32,
         family: args.family,
         port: args.port,
-        _pad: 0,
+        sock_type,
         addr: args.addr,
     });
     Ok(())
@@ -152,6 +227,7 @@ fn try_close(ctx: &TracePointContext) -> Result<(), i64> {
         tgid: head.pid,
         fd: fd as i32,
     };
+    let _ = SOCK_TYPE.remove(&key);
     let Some(value) = SOCKS.get_ptr(&key) else {
         return Ok(());
     };
@@ -198,6 +274,16 @@ fn bind_pending(ctx: &TracePointContext) -> Result<(), i64> {
         return Ok(());
     };
     // SAFETY: pointer from a successful lookup.
+    let old_ssl = unsafe { (*sock).ssl };
+    if old_ssl != 0 && old_ssl != ssl {
+        // Another session owned this socket: its binding is stale now.
+        let _ = SSL_FD.remove(&SslKey {
+            tgid,
+            _pad: 0,
+            ssl: old_ssl,
+        });
+    }
+    // SAFETY: as above.
     unsafe { (*sock).ssl = ssl };
     let _ = PENDING_BIND.remove(&pid_tgid);
     SSL_FD.insert(&SslKey { tgid, _pad: 0, ssl }, &(fd as i32), 0)?;

@@ -8,7 +8,7 @@ use aya_ebpf::{
         bpf_probe_read_user, generated,
     },
     macros::{map, tracepoint},
-    maps::{LruHashMap, PerCpuArray},
+    maps::LruHashMap,
     programs::TracePointContext,
 };
 use sensor_common::{
@@ -16,16 +16,28 @@ use sensor_common::{
     ForkRecord, RecordKind, counter,
 };
 
-use crate::maps::{EVENTS, FORK_PARENT, count, emit, header};
+use crate::{
+    maps::{EVENTS, FORK_PARENT, count, emit, header},
+    net::{CONNECT_ARGS, PENDING_BIND, SOCKET_ARGS},
+    tls::SSL_ARGS,
+};
 
 /// Argument vectors captured at `execve` entry, by thread id, until the
 /// exec completes (`sched_process_exec` names the old thread id).
 #[map]
 static EXEC_ARGS: LruHashMap<u32, ExecArgs> = LruHashMap::with_max_entries(1024, 0);
 
-/// Scratch for building an `ExecArgs` (2 KiB: too large for the stack).
-#[map]
-static EXEC_ARGS_SCRATCH: PerCpuArray<ExecArgs> = PerCpuArray::with_max_entries(1, 0);
+/// A zeroed value to create a thread's `EXEC_ARGS` entry from (2 KiB: too
+/// large for the stack). The entry is then filled in place: it belongs to
+/// this thread alone, unlike per-CPU scratch, which a task preempting this
+/// one on the same CPU could overwrite.
+static EMPTY_ARGS: ExecArgs = ExecArgs {
+    len: 0,
+    argc: 0,
+    truncated: 0,
+    _pad: 0,
+    buf: [0; EXEC_ARGS_BYTES],
+};
 
 /// Each argument is copied with a window of half the buffer, starting at an
 /// offset masked below that half, so every copy stays inside the buffer.
@@ -40,6 +52,10 @@ static FORK_CHILD_PID_OFFSET: u32 = 44;
 /// Offset of the `__data_loc` word of `filename` in `sched_process_exec`.
 #[unsafe(no_mangle)]
 static EXEC_FILENAME_OFFSET: u32 = 8;
+
+/// Offset of `group_dead` in `sched_process_exit`, 0 on kernels without it.
+#[unsafe(no_mangle)]
+static EXIT_GROUP_DEAD_OFFSET: u32 = 0;
 
 /// Offset of `old_pid` (the thread that called exec) in `sched_process_exec`.
 #[unsafe(no_mangle)]
@@ -65,16 +81,19 @@ pub fn sys_enter_execveat(ctx: TracePointContext) -> u32 {
 fn capture_args(ctx: &TracePointContext, argv_offset: usize) -> Result<(), i64> {
     // SAFETY: offset from the syscall tracepoint format.
     let argv: u64 = unsafe { ctx.read_at(argv_offset) }.map_err(i64::from)?;
-    let scratch = EXEC_ARGS_SCRATCH.get_ptr_mut(0).ok_or(1i64)?;
-    // SAFETY: per-CPU scratch owned by this invocation.
-    let args = unsafe { &mut *scratch };
-    args.len = 0;
-    args.argc = 0;
-    args.truncated = 0;
+    let tid = bpf_get_current_pid_tgid() as u32;
+    // Replaces whatever an earlier, failed execve of this thread left.
+    EXEC_ARGS.insert(&tid, &EMPTY_ARGS, 0)?;
+    let entry = EXEC_ARGS.get_ptr_mut(&tid).ok_or(1i64)?;
+    // SAFETY: pointer from a successful lookup; the entry is this thread's.
+    let args = unsafe { &mut *entry };
     let mut off: usize = 0;
     for i in 0..EXEC_MAX_ARGS {
         // SAFETY: user memory via the helper.
-        let ptr: u64 = unsafe { bpf_probe_read_user((argv + u64::from(i) * 8) as *const u64) }?;
+        let Ok(ptr) = (unsafe { bpf_probe_read_user((argv + u64::from(i) * 8) as *const u64) })
+        else {
+            break;
+        };
         if ptr == 0 {
             break;
         }
@@ -97,14 +116,12 @@ fn capture_args(ctx: &TracePointContext, argv_offset: usize) -> Result<(), i64> 
         }
         off = at + n as usize;
         args.argc += 1;
-        if i == EXEC_MAX_ARGS - 1 {
-            // There may be more.
+        args.len = off as u32;
+        if i == EXEC_MAX_ARGS - 1 || n as usize >= ARG_WINDOW {
+            // More arguments may follow, or this one was cut at the window.
             args.truncated = 1;
         }
     }
-    args.len = off as u32;
-    let tid = bpf_get_current_pid_tgid() as u32;
-    EXEC_ARGS.insert(&tid, &*args, 0)?;
     Ok(())
 }
 
@@ -197,12 +214,28 @@ fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
 }
 
 /// `sched:sched_process_exit` (kernel/exit.c, `do_exit`): fires per thread;
-/// only the thread group leader's exit is reported.
+/// only the end of the whole process is reported.
 #[tracepoint]
-pub fn sched_process_exit(_ctx: TracePointContext) -> u32 {
+pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     let (tgid, tid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
-    if tgid == tid {
+    // Per-thread state of this thread: a reused tid must not inherit it.
+    let _ = SSL_ARGS.remove(&pid_tgid);
+    let _ = PENDING_BIND.remove(&pid_tgid);
+    let _ = CONNECT_ARGS.remove(&pid_tgid);
+    let _ = SOCKET_ARGS.remove(&pid_tgid);
+    let _ = EXEC_ARGS.remove(&tid);
+    // The process ends with its last thread (`group_dead`, kernels that have
+    // it), else, on older kernels, when the leader exits.
+    // SAFETY: global patched by the loader.
+    let off = unsafe { core::ptr::read_volatile(&EXIT_GROUP_DEAD_OFFSET) } as usize;
+    let process_ends = if off != 0 {
+        // SAFETY: offset from the tracepoint's format file.
+        unsafe { ctx.read_at::<u8>(off) }.unwrap_or(0) != 0
+    } else {
+        tgid == tid
+    };
+    if process_ends {
         let _ = FORK_PARENT.remove(&tgid);
         emit(ExitRecord {
             header: header(RecordKind::Exit),

@@ -6,24 +6,24 @@
 
 use aya_ebpf::{
     EbpfContext,
-    helpers::{bpf_get_current_pid_tgid, generated},
+    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user, generated},
     macros::{map, uprobe, uretprobe},
     maps::LruHashMap,
     programs::{ProbeContext, RetProbeContext},
 };
 use sensor_common::{
-    Direction, FLAG_TLS_FD_UNKNOWN, RecordKind, SslKey, TLS_MAX_SEGMENTS, TLS_SEGMENT_BYTES,
-    TlsDataHeader, counter,
+    Direction, FLAG_TLS_FD_UNKNOWN, RecordKind, SslKey, StreamPos, TLS_MAX_SEGMENTS,
+    TLS_SEGMENT_BYTES, TlsDataHeader, TlsDataRecord, counter,
 };
 
 use crate::{
-    maps::{EVENTS, SSL_FD, TLS_SCRATCH, count, header},
+    maps::{EVENTS, SSL_FD, count, header},
     net::PENDING_BIND,
 };
 
 #[repr(C)]
 #[derive(Clone, Copy)]
-struct SslArgs {
+pub(crate) struct SslArgs {
     ssl: u64,
     buf: u64,
     /// `size_t *` out-parameter of the `_ex` variants, 0 for the plain ones.
@@ -35,7 +35,7 @@ struct SslArgs {
 
 /// Arguments of the SSL call in flight, per thread.
 #[map]
-static SSL_ARGS: LruHashMap<u64, SslArgs> = LruHashMap::with_max_entries(16384, 0);
+pub(crate) static SSL_ARGS: LruHashMap<u64, SslArgs> = LruHashMap::with_max_entries(16384, 0);
 
 #[inline(always)]
 fn enter(ctx: &ProbeContext, direction: Direction, ex: bool) -> Result<(), i64> {
@@ -61,6 +61,10 @@ fn enter(ctx: &ProbeContext, direction: Direction, ex: bool) -> Result<(), i64> 
     };
     if SSL_FD.get_ptr(&key).is_none() {
         PENDING_BIND.insert(&pid_tgid, &ssl, 0)?;
+    } else {
+        // Bound already: make sure no older pending session of this thread
+        // gets tied to the next socket it touches.
+        let _ = PENDING_BIND.remove(&pid_tgid);
     }
     Ok(())
 }
@@ -116,27 +120,60 @@ fn try_ret(ctx: &RetProbeContext) -> Result<(), i64> {
     let len: u64 = if args.len_out != 0 {
         // `_ex` variants return 1 and store the byte count.
         // SAFETY: user memory via the helper.
-        unsafe { aya_ebpf::helpers::bpf_probe_read_user(args.len_out as *const u64) }?
+        unsafe { bpf_probe_read_user(args.len_out as *const u64) }?
     } else {
         ret as u64
     };
     emit_data(&args, pid_tgid, len)
 }
 
-const HEAD: usize = core::mem::size_of::<TlsDataHeader>();
+/// Bytes seen per TLS session and direction, so user space can tell a lost
+/// record (a jump in `stream_pos`) from a quiet connection.
+#[map]
+static STREAM_POS: LruHashMap<SslKey, StreamPos> = LruHashMap::with_max_entries(65536, 0);
+
+/// Reserves a record of size class `N` in the ring buffer and copies `n`
+/// (at most `N`) bytes of plaintext from `src` straight into it. Nothing
+/// goes through per-CPU scratch memory: uprobe programs can be preempted,
+/// and another task on the same CPU would overwrite it.
+#[inline(always)]
+fn send<const N: usize>(head: &TlsDataHeader, src: u64, n: u32) -> Result<(), ()> {
+    let Some(mut entry) = EVENTS.reserve::<TlsDataRecord<N>>(0) else {
+        count(counter::RINGBUF_DROPS, 1);
+        return Err(());
+    };
+    let ptr = entry.as_mut_ptr();
+    let n = if n as usize > N { N as u32 } else { n };
+    // SAFETY: `ptr` is reserved ring memory of `TlsDataRecord<N>`; the copy
+    // is at most N bytes into `data`, and the helper checks the source.
+    let rc = unsafe {
+        (*ptr).head = *head;
+        (*ptr).head.len = n;
+        generated::bpf_probe_read_user(
+            (*ptr).data.as_mut_ptr().cast(),
+            n,
+            src as *const core::ffi::c_void,
+        )
+    };
+    if rc != 0 {
+        entry.discard(0);
+        count(counter::TLS_READ_ERRORS, 1);
+        return Err(());
+    }
+    entry.submit(0);
+    Ok(())
+}
 
 #[inline(always)]
 fn emit_data(args: &SslArgs, pid_tgid: u64, len: u64) -> Result<(), i64> {
-    let Some(scratch) = TLS_SCRATCH.get_ptr_mut(0) else {
-        return Ok(());
-    };
     let tgid = (pid_tgid >> 32) as u32;
+    let key = SslKey {
+        tgid,
+        _pad: 0,
+        ssl: args.ssl,
+    };
     let fd = SSL_FD
-        .get_ptr(&SslKey {
-            tgid,
-            _pad: 0,
-            ssl: args.ssl,
-        })
+        .get_ptr(&key)
         .map(|fd| {
             // SAFETY: pointer from a successful lookup.
             unsafe { *fd }
@@ -151,60 +188,71 @@ fn emit_data(args: &SslArgs, pid_tgid: u64, len: u64) -> Result<(), i64> {
     } else {
         len as u32
     };
-    // SAFETY: per-CPU scratch slot owned by this program invocation.
-    unsafe {
-        (*scratch).head = TlsDataHeader {
-            header: head,
-            conn: args.ssl,
-            fd,
-            direction: args.direction,
-            library: args.library,
-            _pad: 0,
-            total_len: total,
-            offset: 0,
-            len: 0,
-            _pad2: 0,
-        };
+    // Claim this call's span of the stream before copying, so a record
+    // lost below still moves the position.
+    if STREAM_POS.get_ptr(&key).is_none() {
+        STREAM_POS.insert(&key, &StreamPos::default(), 0)?;
     }
+    let pos = STREAM_POS.get_ptr_mut(&key).ok_or(1i64)?;
+    // SAFETY: pointer from a successful lookup; one SSL object is used by
+    // one thread at a time (OpenSSL's rule), so this is not contended.
+    let stream_pos = unsafe {
+        let slot = if args.direction == Direction::Egress as u8 {
+            &mut (*pos).egress
+        } else {
+            &mut (*pos).ingress
+        };
+        let at = *slot;
+        *slot = at + u64::from(total);
+        at
+    };
+    let mut record = TlsDataHeader {
+        header: head,
+        conn: args.ssl,
+        stream_pos,
+        fd,
+        direction: args.direction,
+        library: args.library,
+        _pad: 0,
+        total_len: total,
+        offset: 0,
+        len: 0,
+        _pad2: 0,
+    };
+    let seg = TLS_SEGMENT_BYTES as u32;
     let mut offset: u32 = 0;
     for _ in 0..TLS_MAX_SEGMENTS {
         if offset >= total {
             break;
         }
         let left = total - offset;
-        let n = if left > TLS_SEGMENT_BYTES as u32 {
-            TLS_SEGMENT_BYTES as u32
+        record.offset = offset;
+        let src = args.buf + u64::from(offset);
+        // The smallest size class that holds the segment; only a full
+        // segment lets the loop go on, which keeps the verifier's walk linear.
+        let sent = if left <= 256 {
+            send::<256>(&record, src, left)
+        } else if left <= 1024 {
+            send::<1024>(&record, src, left)
+        } else if left <= 4096 {
+            send::<4096>(&record, src, left)
         } else {
-            left
+            let n = if left > seg { seg } else { left };
+            let sent = send::<TLS_SEGMENT_BYTES>(&record, src, n);
+            if sent.is_ok() && n == seg {
+                offset += seg;
+                continue;
+            }
+            sent
         };
-        // SAFETY: `n` <= TLS_SEGMENT_BYTES, the size of `data`; the helper
-        // checks the user address.
-        let rc = unsafe {
-            generated::bpf_probe_read_user(
-                (*scratch).data.as_mut_ptr().cast(),
-                n,
-                (args.buf + offset as u64) as *const core::ffi::c_void,
-            )
-        };
-        if rc != 0 {
-            count(counter::TLS_READ_ERRORS, 1);
-            return Ok(());
+        // A partial segment (or a failure) ends the call.
+        if sent.is_ok() {
+            offset = total;
         }
-        // SAFETY: as above; the record is HEAD + n bytes of the scratch slot.
-        let sent = unsafe {
-            (*scratch).head.offset = offset;
-            (*scratch).head.len = n;
-            let bytes = core::slice::from_raw_parts(scratch as *const u8, HEAD + n as usize);
-            EVENTS.output::<[u8]>(bytes, 0)
-        };
-        if sent.is_err() {
-            count(counter::RINGBUF_DROPS, 1);
-            return Ok(());
-        }
-        offset += n;
+        break;
     }
     if offset < total {
-        count(counter::TLS_BYTES_TRUNCATED, (total - offset) as u64);
+        count(counter::TLS_BYTES_TRUNCATED, u64::from(total - offset));
     }
     Ok(())
 }

@@ -61,6 +61,8 @@ pub enum Record {
         in_progress: bool,
         addr: IpAddr,
         port: u16,
+        /// `SOCK_STREAM` (1), `SOCK_DGRAM` (2), ...; 0 if unknown.
+        sock_type: u32,
     },
     Close {
         task: Task,
@@ -72,6 +74,8 @@ pub enum Record {
         fd: Option<i32>,
         direction: Direction,
         library: TlsLibrary,
+        /// Position of the call's first byte in this direction's stream.
+        stream_pos: u64,
         total_len: u32,
         offset: u32,
         data: Vec<u8>,
@@ -177,6 +181,7 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
                 in_progress: header.flags & FLAG_CONNECT_IN_PROGRESS != 0,
                 addr,
                 port: r.port,
+                sock_type: r.sock_type,
             }
         }
         RecordKind::Close => {
@@ -197,6 +202,7 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
                 fd: (h.fd >= 0).then_some(h.fd),
                 direction: Direction::try_from(h.direction).map_err(DecodeError::Direction)?,
                 library: TlsLibrary::from_u8(h.library),
+                stream_pos: h.stream_pos,
                 total_len: h.total_len,
                 offset: h.offset,
                 data: data.to_vec(),
@@ -262,7 +268,7 @@ mod tests {
             ret: -115,
             family: 2,
             port: 443,
-            _pad: 0,
+            sock_type: 1,
             addr: [0; 16],
         };
         r.header.flags = FLAG_CONNECT_IN_PROGRESS;
@@ -297,6 +303,7 @@ mod tests {
             header: header(6, RECORD_VERSION),
             conn: 5,
             fd: -1,
+            stream_pos: 0,
             direction: 0,
             library: 1,
             _pad: 0,

@@ -27,6 +27,7 @@ pub struct Counters {
     pub decode_errors: u64,
     pub events_emitted: BTreeMap<String, u64>,
     pub sink_errors: u64,
+    pub non_tcp_connects: u64,
     pub http_exchanges: u64,
     pub model_calls: u64,
 }
@@ -107,6 +108,9 @@ impl Pipeline {
                     args: &args,
                     args_truncated,
                 };
+                // The old image's TLS sessions died with it.
+                let exchanges = self.sessions.on_exit(task.pid, task.ts_ns);
+                self.on_exchanges(exchanges);
                 self.procs.on_exec(&task, &exec);
                 self.scan_requests.push(task.pid);
                 if self.config.emits("process_exec") {
@@ -142,7 +146,14 @@ impl Pipeline {
                 in_progress,
                 addr,
                 port,
+                sock_type,
             } => {
+                if sock_type > 1 {
+                    // A connected datagram socket (DNS and the like) is not a
+                    // TCP connection.
+                    self.counters.non_tcp_connects += 1;
+                    return;
+                }
                 let ok = ret == 0 || in_progress;
                 let remote = SocketAddr::new(addr, port);
                 if ok {
@@ -180,6 +191,7 @@ impl Pipeline {
                 fd,
                 direction,
                 library,
+                stream_pos,
                 total_len,
                 offset,
                 data,
@@ -192,6 +204,7 @@ impl Pipeline {
                     fd,
                     direction,
                     library,
+                    stream_pos,
                     total_len,
                     offset,
                     data: &data,
@@ -200,7 +213,8 @@ impl Pipeline {
                 self.on_exchanges(exchanges);
             }
             Record::TlsBind { task, conn, fd } => {
-                self.sessions.on_bind(task.pid, conn, fd);
+                let exchanges = self.sessions.on_bind(task.pid, conn, fd, task.ts_ns);
+                self.on_exchanges(exchanges);
                 // Look the local address up now, while the socket is open.
                 let _ = self.conns.get(task.pid, fd);
             }

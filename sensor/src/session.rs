@@ -1,6 +1,10 @@
 //! Per-TLS-session reassembly: the plaintext records of one `SSL *` in one
 //! process become an ordered byte stream per direction, parsed as HTTP/1.1,
 //! with requests paired to their responses in order (keep-alive).
+//!
+//! The kernel numbers every byte of each direction (`stream_pos`), captured
+//! or not, so a lost record or a cut call shows as a jump and becomes a gap
+//! for the parser instead of silently gluing two messages together.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -32,7 +36,7 @@ const METHODS: [&[u8]; 9] = [
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Role {
-    /// No bytes yet.
+    /// No bytes from the start of the stream yet.
     Unknown,
     /// This process sends requests: the case the sensor reports.
     Client,
@@ -44,7 +48,7 @@ enum Role {
 }
 
 /// One request and, when it came, its response.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Exchange {
     /// Sensor-assigned id of the TLS session, unique within a sensor run
     /// (the `SSL *` address itself is not reported: it would leak the
@@ -52,7 +56,6 @@ pub struct Exchange {
     pub session_id: u64,
     pub pid: u32,
     pub tid: u32,
-    pub conn: u64,
     pub fd: Option<i32>,
     pub library: TlsLibrary,
     pub request: Request,
@@ -72,6 +75,16 @@ pub struct SessionStats {
     pub responses_without_request: u64,
 }
 
+/// Where one direction of a session stands.
+#[derive(Default, Clone, Copy)]
+struct Flow {
+    /// Stream position of the next byte expected.
+    next: Option<u64>,
+    /// End of the latest call seen: beyond `next` when its tail was not
+    /// captured (size cap, lost record).
+    call_end: u64,
+}
+
 struct Session {
     id: u64,
     fd: Option<i32>,
@@ -81,9 +94,10 @@ struct Session {
     last_active: Instant,
     requests: RequestParser,
     responses: ResponseParser,
-    pending: VecDeque<Request>,
-    /// Per direction: (next offset, total) of a call not fully received.
-    partial: [Option<(u32, u32)>; 2],
+    /// Requests waiting for their response, in order; `None` stands for a
+    /// request that could not be parsed, so the responses stay aligned.
+    pending: VecDeque<Option<Request>>,
+    flows: [Flow; 2],
 }
 
 /// One TLS data record, as the pipeline hands it over.
@@ -95,6 +109,7 @@ pub struct Chunk<'a> {
     pub fd: Option<i32>,
     pub direction: Direction,
     pub library: TlsLibrary,
+    pub stream_pos: u64,
     pub total_len: u32,
     pub offset: u32,
     pub data: &'a [u8],
@@ -137,127 +152,129 @@ impl Sessions {
     /// Feeds one record; returns the exchanges it completed.
     pub fn on_data(&mut self, chunk: &Chunk<'_>) -> Vec<Exchange> {
         let key = (chunk.pid, chunk.conn);
+        let mut out = Vec::new();
+        // The same `SSL *` on another socket: the old session was freed and
+        // its address reused. Finish it rather than mix the two.
+        if let (Some(session), Some(fd)) = (self.map.get(&key), chunk.fd)
+            && session.fd.is_some_and(|old| old != fd)
+        {
+            out.extend(self.finish(vec![key], chunk.ts));
+        }
         if !self.map.contains_key(&key) {
-            self.make_room();
-            let role = if chunk.offset == 0 {
-                role_of(chunk.direction, chunk.data)
-            } else {
-                Role::Unknown
-            };
-            match role {
-                Role::Server => self.stats.server_sessions += 1,
-                Role::Other => self.stats.non_http1_sessions += 1,
-                Role::Client | Role::Unknown => {}
-            }
+            out.extend(self.make_room(chunk.ts));
             self.next_id += 1;
-            self.map.insert(
-                key,
-                Session {
-                    id: self.next_id,
-                    fd: chunk.fd,
-                    library: chunk.library,
-                    role,
-                    last_tid: chunk.tid,
-                    last_active: Instant::now(),
-                    requests: RequestParser::new(self.body_cap),
-                    responses: ResponseParser::new(self.body_cap),
-                    pending: VecDeque::new(),
-                    partial: [None, None],
-                },
-            );
+            self.map.insert(key, self.new_session(chunk));
         }
         let Some(session) = self.map.get_mut(&key) else {
-            return Vec::new();
+            return out;
         };
         session.last_active = Instant::now();
         session.last_tid = chunk.tid;
         if chunk.fd.is_some() {
             session.fd = chunk.fd;
         }
-        if session.role == Role::Unknown && chunk.offset == 0 {
+        let pos = chunk.stream_pos + u64::from(chunk.offset);
+        if session.role == Role::Unknown && pos == 0 {
             session.role = role_of(chunk.direction, chunk.data);
+            match session.role {
+                Role::Server => self.stats.server_sessions += 1,
+                Role::Other => self.stats.non_http1_sessions += 1,
+                Role::Client | Role::Unknown => {}
+            }
         }
         if session.role != Role::Client {
-            // Servers and other protocols: nothing to parse; the session is
-            // kept only so it is not re-classified on every record.
-            return Vec::new();
+            // Servers, other protocols, and streams first seen mid-way:
+            // nothing to parse.
+            return out;
         }
-        let mut out = Vec::new();
         let stats = &mut self.stats;
         let dir = chunk.direction as usize;
-        // A new call on either direction means any earlier call that was cut
-        // short (capture cap, lost record) will not get its missing bytes.
-        if chunk.offset == 0 {
-            for d in [Direction::Egress, Direction::Ingress] {
-                if let Some((next, total)) = session.partial[d as usize].take() {
-                    gap(
-                        session,
-                        d,
-                        chunk.ts,
-                        u64::from(total - next),
-                        stats,
-                        &mut out,
-                        chunk,
-                    );
-                }
-            }
-        } else {
-            match session.partial[dir] {
-                Some((next, _)) if next == chunk.offset => {}
-                Some((next, _)) if chunk.offset > next => {
-                    gap(
-                        session,
-                        chunk.direction,
-                        chunk.ts,
-                        u64::from(chunk.offset - next),
-                        stats,
-                        &mut out,
-                        chunk,
-                    );
-                }
-                _ => {
-                    gap(
-                        session,
-                        chunk.direction,
-                        chunk.ts,
-                        u64::from(chunk.offset),
-                        stats,
-                        &mut out,
-                        chunk,
-                    );
-                }
-            }
+        // Data in one direction means the other direction's latest call is
+        // over: bytes it did not deliver never will.
+        let other = match chunk.direction {
+            Direction::Egress => Direction::Ingress,
+            Direction::Ingress => Direction::Egress,
+        };
+        let flow = session.flows[other as usize];
+        if let Some(next) = flow.next
+            && flow.call_end > next
+        {
+            session.flows[other as usize].next = Some(flow.call_end);
+            gap(
+                session,
+                other,
+                chunk.ts,
+                flow.call_end - next,
+                stats,
+                &mut out,
+                chunk.pid,
+            );
         }
-        let end = chunk.offset.saturating_add(chunk.data.len() as u32);
-        session.partial[dir] = (end < chunk.total_len).then_some((end, chunk.total_len));
-        let parsed_req;
-        let parsed_resp;
-        match chunk.direction {
-            Direction::Egress => {
-                parsed_req = session.requests.feed(chunk.ts, chunk.data);
-                parsed_resp = Vec::new();
+        let mut data = chunk.data;
+        match session.flows[dir].next {
+            Some(next) if pos > next => {
+                gap(
+                    session,
+                    chunk.direction,
+                    chunk.ts,
+                    pos - next,
+                    stats,
+                    &mut out,
+                    chunk.pid,
+                );
             }
-            Direction::Ingress => {
-                parsed_req = Vec::new();
-                parsed_resp = session.responses.feed(chunk.ts, chunk.data);
+            Some(next) if pos < next => {
+                if chunk.offset == 0 {
+                    // The kernel's counter started over (its table entry was
+                    // recycled): carry on from here.
+                } else {
+                    let skip = usize::try_from(next - pos).unwrap_or(usize::MAX);
+                    data = data.get(skip..).unwrap_or_default();
+                }
             }
+            _ => {}
         }
-        absorb(
-            session,
-            parsed_req,
-            parsed_resp,
-            stats,
-            &mut out,
-            chunk.pid,
-            chunk.conn,
-        );
+        let end = pos.max(session.flows[dir].next.unwrap_or(0)) + data.len() as u64;
+        let call_end = chunk.stream_pos + u64::from(chunk.total_len);
+        session.flows[dir] = Flow {
+            next: Some(end),
+            call_end: call_end.max(end),
+        };
+        let (reqs, resps) = match chunk.direction {
+            Direction::Egress => (session.requests.feed(chunk.ts, data), Vec::new()),
+            Direction::Ingress => (Vec::new(), session.responses.feed(chunk.ts, data)),
+        };
+        absorb(session, reqs, resps, stats, &mut out, chunk.pid);
         out
     }
 
+    fn new_session(&self, chunk: &Chunk<'_>) -> Session {
+        Session {
+            id: self.next_id,
+            fd: chunk.fd,
+            library: chunk.library,
+            role: Role::Unknown,
+            last_tid: chunk.tid,
+            last_active: Instant::now(),
+            requests: RequestParser::new(self.body_cap),
+            responses: ResponseParser::new(self.body_cap),
+            pending: VecDeque::new(),
+            flows: [Flow::default(); 2],
+        }
+    }
+
     /// The kernel tied a session to its socket.
-    pub fn on_bind(&mut self, pid: u32, conn: u64, fd: i32) {
-        if let Some(session) = self.map.get_mut(&(pid, conn)) {
-            session.fd = Some(fd);
+    pub fn on_bind(&mut self, pid: u32, conn: u64, fd: i32, ts: u64) -> Vec<Exchange> {
+        let key = (pid, conn);
+        let Some(session) = self.map.get_mut(&key) else {
+            return Vec::new();
+        };
+        match session.fd {
+            Some(old) if old != fd => self.finish(vec![key], ts),
+            _ => {
+                session.fd = Some(fd);
+                Vec::new()
+            }
         }
     }
 
@@ -272,7 +289,7 @@ impl Sessions {
         self.finish(keys, ts)
     }
 
-    /// A process exited: all its sessions are finished.
+    /// A process exited or replaced its image: all its sessions are over.
     pub fn on_exit(&mut self, pid: u32, ts: u64) -> Vec<Exchange> {
         let keys: Vec<_> = self
             .map
@@ -312,46 +329,33 @@ impl Sessions {
             }
             let reqs = session.requests.close(ts);
             let resps = session.responses.close(ts);
-            absorb(
-                &mut session,
-                reqs,
-                resps,
-                &mut self.stats,
-                &mut out,
-                key.0,
-                key.1,
-            );
+            absorb(&mut session, reqs, resps, &mut self.stats, &mut out, key.0);
             // Requests that never got an answer are still calls made.
-            self.stats.requests_without_response += session.pending.len() as u64;
-            for request in session.pending.drain(..) {
-                out.push(Exchange {
-                    session_id: session.id,
-                    pid: key.0,
-                    tid: session.last_tid,
-                    conn: key.1,
-                    fd: session.fd,
-                    library: session.library,
-                    request,
-                    response: None,
-                });
+            let unanswered: Vec<Request> = session.pending.drain(..).flatten().collect();
+            for request in unanswered {
+                self.stats.requests_without_response += 1;
+                out.push(exchange(&session, key.0, request, None));
             }
         }
         out
     }
 
-    fn make_room(&mut self) {
+    /// Makes room for one more session by finishing the least recently
+    /// active one (its calls are reported, not dropped).
+    fn make_room(&mut self, ts: u64) -> Vec<Exchange> {
         if self.map.len() < MAX_SESSIONS {
-            return;
+            return Vec::new();
         }
-        if let Some(key) = self
+        let Some(key) = self
             .map
             .iter()
             .min_by_key(|(_, s)| s.last_active)
             .map(|(k, _)| *k)
-        {
-            self.map.remove(&key);
-            self.stats.sessions_evicted += 1;
-        }
+        else {
+            return Vec::new();
+        };
+        self.stats.sessions_evicted += 1;
+        self.finish(vec![key], ts)
     }
 }
 
@@ -362,7 +366,7 @@ fn gap(
     lost: u64,
     stats: &mut SessionStats,
     out: &mut Vec<Exchange>,
-    chunk: &Chunk<'_>,
+    pid: u32,
 ) {
     if lost == 0 {
         return;
@@ -372,7 +376,7 @@ fn gap(
         Direction::Egress => (session.requests.gap(ts, lost), Vec::new()),
         Direction::Ingress => (Vec::new(), session.responses.gap(ts, lost)),
     };
-    absorb(session, reqs, resps, stats, out, chunk.pid, chunk.conn);
+    absorb(session, reqs, resps, stats, out, pid);
 }
 
 /// Queues parsed requests and pairs parsed responses with them, in order.
@@ -383,47 +387,75 @@ fn absorb(
     stats: &mut SessionStats,
     out: &mut Vec<Exchange>,
     pid: u32,
-    conn: u64,
 ) {
+    // A parser reports a cut message as the partial message followed by an
+    // error; only an error on its own stands for a message lost whole.
+    let mut after_message = false;
     for parsed in reqs {
-        match parsed {
+        let request = match parsed {
             Parsed::Message(request) => {
+                after_message = true;
                 session.responses.push_request_method(&request.method);
-                if session.pending.len() >= MAX_PENDING {
-                    // A peer that never answers: report the oldest unanswered.
-                    if let Some(request) = session.pending.pop_front() {
-                        stats.requests_without_response += 1;
-                        out.push(exchange(session, pid, conn, request, None));
-                    }
-                }
-                session.pending.push_back(request);
+                Some(request)
             }
-            Parsed::Error(_) => stats.parse_errors += 1,
+            Parsed::Error(_) if after_message => {
+                stats.parse_errors += 1;
+                after_message = false;
+                continue;
+            }
+            Parsed::Error(_) => {
+                // The server will likely still answer whatever this was:
+                // hold its place so later responses pair correctly.
+                stats.parse_errors += 1;
+                session.responses.push_request_method("POST");
+                None
+            }
+        };
+        if session.pending.len() >= MAX_PENDING {
+            // A peer that never answers: report the oldest unanswered.
+            if let Some(oldest) = session.pending.pop_front().flatten() {
+                stats.requests_without_response += 1;
+                out.push(exchange(session, pid, oldest, None));
+            }
         }
+        session.pending.push_back(request);
     }
+    let mut after_message = false;
     for parsed in resps {
         match parsed {
-            Parsed::Message(response) => match session.pending.pop_front() {
-                Some(request) => out.push(exchange(session, pid, conn, request, Some(response))),
-                None => stats.responses_without_request += 1,
-            },
-            Parsed::Error(_) => stats.parse_errors += 1,
+            Parsed::Message(response) => {
+                after_message = true;
+                match session.pending.pop_front() {
+                    Some(Some(request)) => {
+                        out.push(exchange(session, pid, request, Some(response)))
+                    }
+                    // The answer to a request that could not be parsed.
+                    Some(None) => {}
+                    None => stats.responses_without_request += 1,
+                }
+            }
+            Parsed::Error(_) if after_message => {
+                stats.parse_errors += 1;
+                after_message = false;
+            }
+            Parsed::Error(_) => {
+                // A response lost its start: the request it answered will
+                // not be paired; report it unanswered and keep the order.
+                stats.parse_errors += 1;
+                if let Some(Some(request)) = session.pending.pop_front() {
+                    stats.requests_without_response += 1;
+                    out.push(exchange(session, pid, request, None));
+                }
+            }
         }
     }
 }
 
-fn exchange(
-    session: &Session,
-    pid: u32,
-    conn: u64,
-    request: Request,
-    response: Option<Response>,
-) -> Exchange {
+fn exchange(session: &Session, pid: u32, request: Request, response: Option<Response>) -> Exchange {
     Exchange {
         session_id: session.id,
         pid,
         tid: session.last_tid,
-        conn,
         fd: session.fd,
         library: session.library,
         request,

@@ -57,6 +57,8 @@ const TRACEPOINTS: &[(&str, &str, &str)] = &[
     ("sched_process_exit", "sched", "sched_process_exit"),
     ("sys_enter_execve", "syscalls", "sys_enter_execve"),
     ("sys_enter_execveat", "syscalls", "sys_enter_execveat"),
+    ("sys_enter_socket", "syscalls", "sys_enter_socket"),
+    ("sys_exit_socket", "syscalls", "sys_exit_socket"),
     ("sys_enter_connect", "syscalls", "sys_enter_connect"),
     ("sys_exit_connect", "syscalls", "sys_exit_connect"),
     ("sys_enter_close", "syscalls", "sys_enter_close"),
@@ -150,10 +152,17 @@ pub fn load(ring_bytes: u32) -> Result<Loaded, LoadError> {
     let fork_child = field_offset("sched", "sched_process_fork", "child_pid")?;
     let exec_filename = field_offset("sched", "sched_process_exec", "filename")?;
     let exec_old_pid = field_offset("sched", "sched_process_exec", "old_pid")?;
+    // Absent before 6.x: the programs fall back to the leader's exit.
+    let group_dead = match field_offset("sched", "sched_process_exit", "group_dead") {
+        Ok(offset) => offset,
+        Err(LoadError::TracepointField { .. }) => 0,
+        Err(other) => return Err(other),
+    };
     let mut ebpf = EbpfLoader::new()
         .override_global("FORK_CHILD_PID_OFFSET", &fork_child, true)
         .override_global("EXEC_FILENAME_OFFSET", &exec_filename, true)
         .override_global("EXEC_OLD_PID_OFFSET", &exec_old_pid, true)
+        .override_global("EXIT_GROUP_DEAD_OFFSET", &group_dead, true)
         .map_max_entries("EVENTS", ring_bytes)
         .load(EBPF_OBJECT)?;
     for (name, category, event) in TRACEPOINTS {
