@@ -60,14 +60,20 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // reading ELF files (node is 100 MB) must not stall the event loop.
     let stats = Arc::new(Mutex::new(AttachStats::default()));
     let (scan_tx, scan_rx) = mpsc::channel::<u32>();
-    let (ready_tx, ready_rx) = oneshot::channel::<()>();
+    let (ready_tx, ready_rx) = oneshot::channel::<Result<(), String>>();
     let attacher_stats = Arc::clone(&stats);
     let attacher = std::thread::Builder::new()
         .name("attacher".into())
         .spawn(move || -> anyhow::Result<()> {
-            let mut attacher = Attacher::new(ebpf, attacher_stats)?;
+            let mut attacher = match Attacher::new(ebpf, attacher_stats) {
+                Ok(attacher) => attacher,
+                Err(err) => {
+                    let _ = ready_tx.send(Err(err.to_string()));
+                    return Err(err.into());
+                }
+            };
             attacher.scan_system();
-            let _ = ready_tx.send(());
+            let _ = ready_tx.send(Ok(()));
             // Batches of pids: an exec is followed by a burst of mmaps.
             while let Ok(pid) = scan_rx.recv() {
                 let mut batch = BTreeSet::from([pid]);
@@ -98,8 +104,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let mut sigterm = tokio::signal::unix::signal(SignalKind::terminate())?;
     let mut sigint = tokio::signal::unix::signal(SignalKind::interrupt())?;
     let mut health = tokio::time::interval(Duration::from_secs(config.health_interval_secs));
+    health.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     health.tick().await;
     let mut loss = tokio::time::interval(LOSS_CHECK);
+    loss.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut last_kernel = KernelCounters::default();
     let mut ready = Some(ready_rx);
 
@@ -130,11 +138,19 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                     let _ = scan_tx.send(pid);
                 }
             }
-            Some(Ok(())) = async { match ready.as_mut() { Some(rx) => Some(rx.await), None => None } }, if ready.is_some() => {
+            Some(result) = async { match ready.as_mut() { Some(rx) => Some(rx.await), None => None } }, if ready.is_some() => {
                 ready = None;
-                let attach = attach_stats(&stats);
-                info!(files = attach.files_probed.len(), "TLS probes attached; sensor ready");
-                pipeline.health("ready", bpf::read_counters(&counters), &attach);
+                match result {
+                    Ok(Ok(())) => {
+                        let attach = attach_stats(&stats);
+                        info!(files = attach.files_probed.len(), "TLS probes attached; sensor ready");
+                        pipeline.health("ready", bpf::read_counters(&counters), &attach);
+                    }
+                    // Without its TLS probes the sensor would run half-blind:
+                    // refuse, and say why.
+                    Ok(Err(err)) => anyhow::bail!("loading the TLS probes: {err}"),
+                    Err(_) => anyhow::bail!("the attacher thread died before it was ready"),
+                }
             }
             _ = health.tick() => {
                 pipeline.sweep();
@@ -154,17 +170,19 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
 
     info!("stopping");
-    let ring_buf = ring.get_mut();
-    while let Some(item) = ring_buf.next() {
-        pipeline.handle(&item);
-    }
-    pipeline.drain();
+    // Detach first (dropping the attacher's eBPF object unloads every
+    // program), so no new records arrive; then drain what is left.
     drop(scan_tx);
     match attacher.join() {
         Ok(result) => result?,
         Err(_) => warn!("attacher thread panicked"),
     }
     info!("all probes detached");
+    let ring_buf = ring.get_mut();
+    while let Some(item) = ring_buf.next() {
+        pipeline.handle(&item);
+    }
+    pipeline.drain();
     pipeline.health(
         "stopped",
         bpf::read_counters(&counters),

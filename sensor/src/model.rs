@@ -86,7 +86,7 @@ pub fn model_call_event(
         .set("tls.session.id", ex.session_id)
         .set("process.io.fd", ex.fd)
         .set("http.request.method", request.method.clone())
-        .set("url.path", target_path(&request.target))
+        .set("url.path", mask_text(target_path(&request.target)))
         .set("url.domain", host.clone())
         .set("http.request.body.size", request.body_size)
         .set("http.request.size", request.wire_size)

@@ -97,6 +97,9 @@ struct Session {
     /// Requests waiting for their response, in order; `None` stands for a
     /// request that could not be parsed, so the responses stay aligned.
     pending: VecDeque<Option<Request>>,
+    /// Responses that came with no request waiting: answers to requests
+    /// whose bytes were lost before the loss was noticed.
+    orphan_responses: u32,
     flows: [Flow; 2],
 }
 
@@ -181,6 +184,18 @@ impl Sessions {
                 Role::Other => self.stats.non_http1_sessions += 1,
                 Role::Client | Role::Unknown => {}
             }
+        } else if matches!(session.role, Role::Unknown | Role::Other)
+            && chunk.offset == 0
+            && chunk.direction == Direction::Egress
+            && role_of(chunk.direction, chunk.data) == Role::Client
+        {
+            // A connection first seen mid-way (opened before the sensor
+            // started, or its first records lost): parse from the first
+            // request that starts a call. The other direction starts with
+            // whatever comes next.
+            session.role = Role::Client;
+            session.flows = [Flow::default(); 2];
+            session.flows[Direction::Egress as usize].next = Some(pos);
         }
         if session.role != Role::Client {
             // Servers, other protocols, and streams first seen mid-way:
@@ -259,7 +274,14 @@ impl Sessions {
             requests: RequestParser::new(self.body_cap),
             responses: ResponseParser::new(self.body_cap),
             pending: VecDeque::new(),
-            flows: [Flow::default(); 2],
+            orphan_responses: 0,
+            // The kernel starts counting both directions at the session's
+            // first call, so a direction whose first record is not at 0 lost
+            // its beginning.
+            flows: [Flow {
+                next: Some(0),
+                call_end: 0,
+            }; 2],
         }
     }
 
@@ -403,6 +425,12 @@ fn absorb(
                 after_message = false;
                 continue;
             }
+            Parsed::Error(_) if session.orphan_responses > 0 => {
+                // Its answer came already, unpaired.
+                stats.parse_errors += 1;
+                session.orphan_responses -= 1;
+                continue;
+            }
             Parsed::Error(_) => {
                 // The server will likely still answer whatever this was:
                 // hold its place so later responses pair correctly.
@@ -431,7 +459,10 @@ fn absorb(
                     }
                     // The answer to a request that could not be parsed.
                     Some(None) => {}
-                    None => stats.responses_without_request += 1,
+                    None => {
+                        stats.responses_without_request += 1;
+                        session.orphan_responses = session.orphan_responses.saturating_add(1);
+                    }
                 }
             }
             Parsed::Error(_) if after_message => {
@@ -460,5 +491,176 @@ fn exchange(session: &Session, pid: u32, request: Request, response: Option<Resp
         library: session.library,
         request,
         response,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const REQ: &[u8] =
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\n{}";
+
+    fn resp(body: &str) -> Vec<u8> {
+        format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes()
+    }
+
+    struct Feeder {
+        sessions: Sessions,
+        pos: [u64; 2],
+        fd: Option<i32>,
+        conn: u64,
+    }
+
+    impl Feeder {
+        fn new() -> Self {
+            Self {
+                sessions: Sessions::new(1 << 16),
+                pos: [0, 0],
+                fd: Some(3),
+                conn: 0xabc,
+            }
+        }
+
+        /// One SSL call of `data`, of which only `captured` bytes arrive.
+        fn call(&mut self, direction: Direction, data: &[u8], captured: usize) -> Vec<Exchange> {
+            let d = direction as usize;
+            let chunk = Chunk {
+                ts: 1,
+                pid: 7,
+                tid: 7,
+                conn: self.conn,
+                fd: self.fd,
+                direction,
+                library: TlsLibrary::OpenSsl,
+                stream_pos: self.pos[d],
+                total_len: data.len() as u32,
+                offset: 0,
+                data: &data[..captured],
+            };
+            self.pos[d] += data.len() as u64;
+            self.sessions.on_data(&chunk)
+        }
+
+        fn send(&mut self, data: &[u8]) -> Vec<Exchange> {
+            self.call(Direction::Egress, data, data.len())
+        }
+
+        fn recv(&mut self, data: &[u8]) -> Vec<Exchange> {
+            self.call(Direction::Ingress, data, data.len())
+        }
+
+        /// A call the kernel counted but whose record was lost.
+        fn lose(&mut self, direction: Direction, len: usize) {
+            self.pos[direction as usize] += len as u64;
+        }
+    }
+
+    fn bodies(out: &[Exchange]) -> Vec<Option<String>> {
+        out.iter()
+            .map(|e| {
+                e.response
+                    .as_ref()
+                    .map(|r| String::from_utf8_lossy(&r.body).into_owned())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn keep_alive_pairs_in_order() {
+        let mut f = Feeder::new();
+        assert!(f.send(REQ).is_empty());
+        assert_eq!(bodies(&f.recv(&resp("a"))), [Some("a".to_owned())]);
+        assert!(f.send(REQ).is_empty());
+        let out = f.recv(&resp("b"));
+        assert_eq!(bodies(&out), [Some("b".to_owned())]);
+        assert_eq!(out[0].fd, Some(3));
+        assert_eq!(f.sessions.stats().parse_errors, 0);
+    }
+
+    #[test]
+    fn a_lost_response_does_not_shift_later_pairs() {
+        let mut f = Feeder::new();
+        f.send(REQ);
+        let first = resp("first");
+        f.lose(Direction::Ingress, first.len());
+        f.send(REQ);
+        let out = f.recv(&resp("second"));
+        // The first request is reported unanswered, the second gets its own answer.
+        assert_eq!(bodies(&out), [None, Some("second".to_owned())]);
+        assert_eq!(f.sessions.stats().bytes_lost, first.len() as u64);
+    }
+
+    #[test]
+    fn a_lost_request_does_not_shift_later_pairs() {
+        let mut f = Feeder::new();
+        f.lose(Direction::Egress, REQ.len());
+        // The session was first seen mid-stream: nothing can be parsed yet,
+        // until a call starts with a request.
+        assert!(f.recv(&resp("x")).is_empty());
+        assert!(f.send(REQ).is_empty());
+        assert_eq!(bodies(&f.recv(&resp("y"))), [Some("y".to_owned())]);
+        let mut g = Feeder::new();
+        g.send(REQ);
+        g.recv(&resp("a"));
+        g.lose(Direction::Egress, REQ.len());
+        g.send(REQ);
+        let mut out = g.recv(&resp("lost-request-answer"));
+        out.extend(g.recv(&resp("b")));
+        assert_eq!(bodies(&out), [Some("b".to_owned())]);
+    }
+
+    #[test]
+    fn a_cut_call_is_a_gap_when_the_other_side_speaks() {
+        let mut f = Feeder::new();
+        let mut big = b"POST /v1/x HTTP/1.1\r\nContent-Length: 100\r\n\r\n".to_vec();
+        big.extend([b'z'; 100]);
+        // Only the head and 10 body bytes were captured.
+        f.call(Direction::Egress, &big, big.len() - 90);
+        let out = f.recv(&resp("ok"));
+        assert_eq!(bodies(&out), [Some("ok".to_owned())]);
+        assert!(out[0].request.body_truncated);
+        assert_eq!(out[0].request.body_size, 100);
+        assert_eq!(f.sessions.stats().bytes_lost, 90);
+    }
+
+    #[test]
+    fn a_reused_ssl_address_on_another_socket_is_a_new_session() {
+        let mut f = Feeder::new();
+        f.send(REQ);
+        let first_id = f.sessions.map.values().next().map(|s| s.id);
+        // The SSL object was freed and its address reused on fd 9.
+        f.fd = Some(9);
+        f.pos = [0, 0];
+        let out = f.send(REQ);
+        assert_eq!(out.len(), 1, "the old session's request is reported");
+        assert!(out[0].response.is_none());
+        assert_eq!(out[0].fd, Some(3));
+        let second_id = f.sessions.map.values().next().map(|s| s.id);
+        assert_ne!(first_id, second_id);
+        assert_eq!(bodies(&f.recv(&resp("new"))), [Some("new".to_owned())]);
+    }
+
+    #[test]
+    fn server_side_sessions_are_not_reported() {
+        let mut f = Feeder::new();
+        assert!(f.recv(REQ).is_empty());
+        assert!(f.send(&resp("x")).is_empty());
+        assert_eq!(f.sessions.stats().server_sessions, 1);
+        assert!(f.sessions.on_exit(7, 2).is_empty());
+    }
+
+    #[test]
+    fn unanswered_requests_are_reported_at_close() {
+        let mut f = Feeder::new();
+        f.send(REQ);
+        let out = f.sessions.on_close(7, 3, 5);
+        assert_eq!(bodies(&out), [None]);
+        assert_eq!(f.sessions.stats().requests_without_response, 1);
+        assert_eq!(f.sessions.stats().sessions_active, 0);
     }
 }

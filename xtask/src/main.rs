@@ -117,12 +117,15 @@ fn test(unit_only: bool, args: &[String]) -> anyhow::Result<()> {
     }
     setup::require_root("the integration tests")?;
     let env = setup::test_tools()?;
-    run(cargo().args(["build", "--package", "sensor", "--bin", "sensor"]))?;
+    // The integration tests run the release build: what `cargo xtask run`
+    // starts and users deploy (timing-sensitive paths, such as arming a
+    // freshly exec'd client, behave as they do in production).
+    build_release()?;
     let root = workspace_root();
     let mut cmd = cargo();
     cmd.args(["test", "--package", "sensor-tests", "--tests", "--"])
         .args(args)
-        .env("SENSOR_BIN", root.join("target/debug/sensor"))
+        .env("SENSOR_BIN", root.join("target/release/sensor"))
         .env("SENSOR_TEST_VENV", &env.venv)
         .env("SENSOR_TEST_NODE_DIR", &env.node_dir);
     run(&mut cmd)

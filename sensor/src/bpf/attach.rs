@@ -27,7 +27,7 @@ use tracing::{debug, info, warn};
 
 use super::{
     LoadError,
-    elf::{TlsSymbols, find_tls_symbols},
+    elf::{ElfError, TlsSymbols, find_tls_symbols_in},
 };
 
 /// Entry program for each probed function; every one also gets `ssl_ret`.
@@ -181,14 +181,28 @@ impl Attacher {
         if !self.seen.insert(id) {
             return;
         }
-        let found = find_tls_symbols(host_path);
+        // One open file for the check and the attach: the process whose
+        // root the path goes through may exit meanwhile (a short-lived
+        // client), and the fd keeps the file reachable as
+        // /proc/self/fd/N, which the kernel resolves to the same inode.
+        let found = std::fs::File::open(host_path)
+            .map_err(|source| ElfError::Open {
+                path: shown.to_owned(),
+                source,
+            })
+            .and_then(|file| Ok((find_tls_symbols_in(&file, Path::new(shown))?, file)));
         let mut stats = lock(&self.stats);
         stats.files_checked += 1;
         match found {
-            Ok(None) => {}
-            Ok(Some(symbols)) => {
+            Ok((None, _)) => {}
+            Ok((Some(symbols), file)) => {
                 drop(stats);
-                self.attach(host_path, shown, &symbols);
+                use std::os::fd::AsRawFd as _;
+                let by_fd = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
+                if !self.attach(&by_fd, shown, &symbols) {
+                    // Nothing attached: let a later mapping try again.
+                    self.seen.remove(&id);
+                }
             }
             Err(err) => {
                 stats.check_failures += 1;
@@ -200,7 +214,8 @@ impl Attacher {
         }
     }
 
-    fn attach(&mut self, host_path: &Path, shown: &str, symbols: &TlsSymbols) {
+    /// Attaches every function found; true if any attach succeeded.
+    fn attach(&mut self, host_path: &Path, shown: &str, symbols: &TlsSymbols) -> bool {
         let cookie = Some(symbols.library as u64);
         let mut attached = Vec::new();
         let mut failures = 0u64;
@@ -233,16 +248,18 @@ impl Attacher {
             }
         }
         let library = library_name(symbols.library);
-        info!(path = shown, library, functions = ?attached, "TLS library probed");
         let mut stats = lock(&self.stats);
         stats.attach_failures += failures;
-        if !attached.is_empty() {
-            stats.files_probed.push(ProbedFile {
-                path: shown.to_owned(),
-                library,
-                functions: attached,
-            });
+        if attached.is_empty() {
+            return false;
         }
+        info!(path = shown, library, functions = ?attached, "TLS library probed");
+        stats.files_probed.push(ProbedFile {
+            path: shown.to_owned(),
+            library,
+            functions: attached,
+        });
+        true
     }
 }
 

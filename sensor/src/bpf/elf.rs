@@ -33,43 +33,39 @@ pub struct TlsSymbols {
 /// Reads `path` and returns the TLS functions it defines, or `None` when it
 /// defines none (most files).
 pub fn find_tls_symbols(path: &Path) -> Result<Option<TlsSymbols>, ElfError> {
-    let shown = || path.display().to_string();
     let file = File::open(path).map_err(|source| ElfError::Open {
-        path: shown(),
+        path: path.display().to_string(),
         source,
     })?;
-    // SAFETY: the mapping is read-only and private. A file truncated under
-    // us could fault; library files are replaced by rename, not rewritten.
-    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|source| ElfError::Open {
-        path: shown(),
-        source,
-    })?;
-    let elf = object::File::parse(&*map).map_err(|source| ElfError::Parse {
+    find_tls_symbols_in(&file, path)
+}
+
+/// As [`find_tls_symbols`], for a file already open (`path` names it in errors).
+pub fn find_tls_symbols_in(file: &File, path: &Path) -> Result<Option<TlsSymbols>, ElfError> {
+    let shown = || path.display().to_string();
+    // Read through a cache of the parts the parser asks for (headers,
+    // symbol tables) rather than mapping the file: a file truncated under us
+    // (inside a container) would fault a mapping with SIGBUS, and reading
+    // a 100 MB executable whole would be wasteful.
+    let cache = object::read::ReadCache::new(file);
+    let elf = object::File::parse(&cache).map_err(|source| ElfError::Parse {
         path: shown(),
         source,
     })?;
     let mut found: Vec<(&'static str, u64)> = Vec::new();
     let mut boring = false;
-    let mut consider = |name: &[u8], address: u64| {
-        if name.starts_with(b"BORINGSSL_") {
-            boring = true;
+    // Exported symbols first: small, and enough for shared libraries and
+    // for executables that export the API (node). The full symbol table of
+    // a large executable is read only when the exports lack it: an exec'd
+    // client must be armed before its first request.
+    if !scan_dynsym_fast(&elf, &mut found, &mut boring) {
+        for symbol in elf.dynamic_symbols() {
+            consider(&elf, &symbol, &mut found, &mut boring);
         }
-        let Some(wanted) = SSL_FUNCTIONS.iter().find(|f| f.as_bytes() == name) else {
-            return;
-        };
-        if found.iter().any(|(f, _)| f == wanted) {
-            return;
-        }
-        if let Some(offset) = file_offset(&elf, address) {
-            found.push((wanted, offset));
-        }
-    };
-    for symbol in elf.dynamic_symbols().chain(elf.symbols()) {
-        if !symbol.is_definition() || symbol.address() == 0 {
-            continue;
-        }
-        if let Ok(name) = symbol.name_bytes() {
-            consider(name, symbol.address());
+    }
+    if found.len() < 2 {
+        for symbol in elf.symbols() {
+            consider(&elf, &symbol, &mut found, &mut boring);
         }
     }
     // Both SSL_write and SSL_read (or their _ex forms) are needed to make
@@ -89,8 +85,93 @@ pub fn find_tls_symbols(path: &Path) -> Result<Option<TlsSymbols>, ElfError> {
     }))
 }
 
+/// Scans `.dynsym` of a 64-bit little-endian ELF as raw `Elf64_Sym`
+/// records against one read of `.dynstr`: node exports some 75,000
+/// symbols, and reading each name through the generic API costs ~1 us (it
+/// goes through the read cache), too slow to arm a freshly exec'd client
+/// before its first request. Returns false when the layout does not apply.
+fn scan_dynsym_fast<'data, R: object::ReadRef<'data>>(
+    elf: &object::File<'data, R>,
+    found: &mut Vec<(&'static str, u64)>,
+    boring: &mut bool,
+) -> bool {
+    use object::ObjectSection as _;
+    const SYM_SIZE: usize = 24;
+    if !elf.is_64() || !elf.is_little_endian() {
+        return false;
+    }
+    let (Some(dynsym), Some(dynstr)) = (
+        elf.section_by_name(".dynsym"),
+        elf.section_by_name(".dynstr"),
+    ) else {
+        return false;
+    };
+    let (Ok(symbols), Ok(strings)) = (dynsym.data(), dynstr.data()) else {
+        return false;
+    };
+    for sym in symbols.chunks_exact(SYM_SIZE) {
+        let word = |range: std::ops::Range<usize>| sym.get(range).unwrap_or_default();
+        let name_off = u32::from_le_bytes(word(0..4).try_into().unwrap_or_default()) as usize;
+        let shndx = u16::from_le_bytes(word(6..8).try_into().unwrap_or_default());
+        let value = u64::from_le_bytes(word(8..16).try_into().unwrap_or_default());
+        if shndx == 0 || value == 0 {
+            continue; // undefined (imported) or absolute zero
+        }
+        let Some(rest) = strings.get(name_off..) else {
+            continue;
+        };
+        let name = &rest[..memchr::memchr(0, rest).unwrap_or(rest.len())];
+        if name.starts_with(b"BORINGSSL_") {
+            *boring = true;
+        }
+        if !name.starts_with(b"SSL_") {
+            continue;
+        }
+        let Some(wanted) = SSL_FUNCTIONS.iter().find(|f| f.as_bytes() == name) else {
+            continue;
+        };
+        if !found.iter().any(|(f, _)| f == wanted)
+            && let Some(offset) = file_offset(elf, value)
+        {
+            found.push((wanted, offset));
+        }
+    }
+    true
+}
+
+/// Records `symbol` if it is one of [`SSL_FUNCTIONS`] (first definition
+/// wins), and notes BoringSSL's marker symbols.
+fn consider<'data, R: object::ReadRef<'data>>(
+    elf: &object::File<'data, R>,
+    symbol: &object::Symbol<'data, '_, R>,
+    found: &mut Vec<(&'static str, u64)>,
+    boring: &mut bool,
+) {
+    if !symbol.is_definition() || symbol.address() == 0 {
+        return;
+    }
+    let Ok(name) = symbol.name_bytes() else {
+        return;
+    };
+    if name.starts_with(b"BORINGSSL_") {
+        *boring = true;
+    }
+    let Some(wanted) = SSL_FUNCTIONS.iter().find(|f| f.as_bytes() == name) else {
+        return;
+    };
+    if found.iter().any(|(f, _)| f == wanted) {
+        return;
+    }
+    if let Some(offset) = file_offset(elf, symbol.address()) {
+        found.push((wanted, offset));
+    }
+}
+
 /// Virtual address to file offset, through the loadable segment holding it.
-fn file_offset(elf: &object::File<'_>, address: u64) -> Option<u64> {
+fn file_offset<'data, R: object::ReadRef<'data>>(
+    elf: &object::File<'data, R>,
+    address: u64,
+) -> Option<u64> {
     elf.segments().find_map(|segment| {
         let start = segment.address();
         let (file_start, file_size) = segment.file_range();
@@ -124,6 +205,27 @@ mod tests {
                     .any(|(f, off)| *f == name && *off > 0),
                 "{name}"
             );
+        }
+    }
+
+    /// The raw `.dynsym` scan and the generic symbol API agree.
+    #[test]
+    fn fast_scan_matches_the_generic_reader() {
+        for path in ["/usr/lib/x86_64-linux-gnu/libssl.so.3", "/usr/bin/node"] {
+            let Ok(file) = File::open(path) else { continue };
+            let cache = object::read::ReadCache::new(&file);
+            let elf = object::File::parse(&cache).expect("parse");
+            let (mut fast, mut slow) = (Vec::new(), Vec::new());
+            let (mut b1, mut b2) = (false, false);
+            assert!(scan_dynsym_fast(&elf, &mut fast, &mut b1), "{path}");
+            for symbol in elf.dynamic_symbols() {
+                consider(&elf, &symbol, &mut slow, &mut b2);
+            }
+            fast.sort();
+            slow.sort();
+            assert_eq!(fast, slow, "{path}");
+            assert_eq!(b1, b2);
+            assert!(!fast.is_empty(), "{path}");
         }
     }
 

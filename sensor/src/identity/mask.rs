@@ -12,32 +12,41 @@ use regex::Regex;
 
 pub const MASK: &str = "****";
 
-/// Flags whose *next* argument is a secret.
-const SECRET_FLAGS: &[&str] = &[
-    "--api-key",
-    "--apikey",
-    "--key",
-    "--token",
-    "--access-token",
-    "--auth-token",
-    "--password",
-    "--passwd",
-    "--secret",
-    "--client-secret",
+/// Short flags whose *next* (or attached) argument is a secret: curl's
+/// `-u user:pass` and `-b cookie`. (`-p` is left alone: it is a port far
+/// more often than a password.)
+const SECRET_SHORT_FLAGS: &[&str] = &["-u", "-b"];
+/// Long flags that carry secrets without saying so in their name.
+const SECRET_LONG_FLAGS: &[&str] = &[
+    "--user",
+    "--proxy-user",
+    "--cookie",
     "--bearer",
     "--oauth2-bearer",
-    "--proxy-user",
-    "-u",
-    "--user",
-    "--cookie",
-    "-b",
-    "--pass",
 ];
-/// Flags whose next argument is a header that may be an auth header.
-const HEADER_FLAGS: &[&str] = &["-H", "--header", "--proxy-header"];
+/// Words that make a flag name secret: `--api-key`, `--hf-token`,
+/// `--db-password`, `--client-secret`, `--openai-api-key`.
+const SECRET_WORDS: &[&str] = &[
+    "key",
+    "apikey",
+    "token",
+    "secret",
+    "password",
+    "passwd",
+    "pwd",
+    "pass",
+    "credential",
+    "credentials",
+    "auth",
+    "authorization",
+    "cookie",
+    "bearer",
+    "sig",
+    "signature",
+];
 
 static PATTERNS: LazyLock<Vec<(Regex, &'static str)>> = LazyLock::new(|| {
-    let table: [(&str, &str); 7] = [
+    let table: [(&str, &str); 8] = [
         // Auth-carrying headers: keep the name, hide the rest.
         (
             r"(?i)\b((?:proxy-)?authorization|x-api-key|api-key|x-goog-api-key|cookie|set-cookie|x-auth-token|private-token)(\s*[:=]\s*)\S.*",
@@ -45,8 +54,13 @@ static PATTERNS: LazyLock<Vec<(Regex, &'static str)>> = LazyLock::new(|| {
         ),
         // name=value where the name smells of a secret (env, query strings, flags).
         (
-            r"(?i)([A-Za-z0-9_.-]*(?:key|token|secret|passw(?:or)?d|pwd|credential|auth)[A-Za-z0-9_.-]*)=([^&\s]+)",
+            r"(?i)([A-Za-z0-9_.-]*(?:key|token|secret|passw(?:or)?d|pwd|credential|auth|signature|\bsig)[A-Za-z0-9_.-]*)=([^&\s]+)",
             "${1}=****",
+        ),
+        // JSON "name": "value" with a secret-looking name.
+        (
+            r#"(?i)("[A-Za-z0-9_.-]*(?:key|token|secret|passw(?:or)?d|pwd|credential|auth)[A-Za-z0-9_.-]*"\s*:\s*)"[^"]*""#,
+            r#"${1}"****""#,
         ),
         // URL userinfo.
         (
@@ -91,26 +105,53 @@ pub fn mask_text(text: &str) -> String {
     out.into_owned()
 }
 
+/// Is this flag name (without its value) one that carries a secret?
+fn is_secret_flag(flag: &str) -> bool {
+    if SECRET_SHORT_FLAGS.contains(&flag) || SECRET_LONG_FLAGS.contains(&flag) {
+        return true;
+    }
+    let Some(name) = flag
+        .strip_prefix("--")
+        .or_else(|| flag.strip_prefix('-').filter(|n| n.len() > 1))
+    else {
+        return false;
+    };
+    name.split(['-', '_', '.'])
+        .map(str::to_ascii_lowercase)
+        .any(|word| {
+            SECRET_WORDS.contains(&word.as_str())
+                || word.ends_with("key")
+                || word.ends_with("token")
+        })
+}
+
 /// Masks an argument vector and joins it into one command line.
 pub fn mask_command_line<S: AsRef<str>>(args: &[S]) -> String {
     let mut out: Vec<String> = Vec::with_capacity(args.len());
     let mut hide_next = false;
-    for arg in args {
+    for (i, arg) in args.iter().enumerate() {
         let arg = arg.as_ref();
         if hide_next {
             out.push(MASK.to_owned());
             hide_next = false;
             continue;
         }
-        let flag = arg.split_once('=').map_or(arg, |(f, _)| f);
-        if SECRET_FLAGS.contains(&arg) {
+        // argv[0] is the program, never a flag.
+        let is_flag = i > 0 && arg.starts_with('-') && arg.len() > 1;
+        if is_flag
+            && let Some((flag, _)) = arg.split_once('=')
+            && is_secret_flag(flag)
+        {
+            out.push(format!("{flag}={MASK}"));
+        } else if is_flag && is_secret_flag(arg) {
             hide_next = true;
             out.push(arg.to_owned());
-        } else if arg.starts_with("--") && arg.contains('=') && SECRET_FLAGS.contains(&flag) {
-            out.push(format!("{flag}={MASK}"));
-        } else if HEADER_FLAGS.contains(&arg) {
-            // The header itself is masked by the patterns when it is an auth one.
-            out.push(arg.to_owned());
+        } else if is_flag
+            && !arg.starts_with("--")
+            && let Some(short) = SECRET_SHORT_FLAGS.iter().find(|f| arg.starts_with(**f))
+        {
+            // An attached value: `-uuser:pass`, `-pPASS`.
+            out.push(format!("{short}{MASK}"));
         } else {
             out.push(mask_text(arg));
         }
@@ -170,6 +211,29 @@ mod tests {
             assert!(!line.contains(secret), "{secret} in {line}");
         }
         assert!(line.contains("q=1") && line.contains("bob:****@"), "{line}");
+    }
+
+    #[test]
+    fn masks_secret_flag_families_attached_values_and_json() {
+        let line = mask_command_line(&[
+            "tool",
+            "--hf-token",
+            "hf_abc",
+            "--openai-api-key",
+            "0123abcd",
+            "--db-password",
+            "pw1",
+            "-uuser:pw2",
+            "--password=PW3",
+            r#"{"api_key": "k-123", "model": "m"}"#,
+            "https://x/y?X-Amz-Signature=abcd&sig=efgh",
+        ]);
+        for secret in [
+            "hf_abc", "0123abcd", "pw1", "pw2", "PW3", "k-123", "abcd", "efgh",
+        ] {
+            assert!(!line.contains(secret), "{secret} in {line}");
+        }
+        assert!(line.contains(r#""model": "m""#), "{line}");
     }
 
     #[test]

@@ -69,7 +69,8 @@ impl ProcessInfo {
 #[derive(Default)]
 pub struct ProcessTable {
     live: HashMap<u32, ProcessInfo>,
-    exited: VecDeque<(Instant, u32)>,
+    /// (when, pid, start time of the entry that exited).
+    exited: VecDeque<(Instant, u32, Option<u64>)>,
     /// child pid -> parent pid for forks not followed by an exec yet.
     forks: HashMap<u32, u32>,
     fork_order: VecDeque<u32>,
@@ -154,6 +155,8 @@ impl ProcessTable {
         if child == parent {
             return;
         }
+        // A new task with this id means whatever process had it is gone.
+        self.live.remove(&child);
         if self.forks.insert(child, parent).is_none() {
             self.fork_order.push_back(child);
         }
@@ -170,20 +173,29 @@ impl ProcessTable {
 
     pub fn on_exit(&mut self, pid: u32) {
         self.forget_fork(pid);
-        if self.live.contains_key(&pid) {
-            self.exited.push_back((Instant::now(), pid));
+        if let Some(info) = self.live.get(&pid) {
+            self.exited
+                .push_back((Instant::now(), pid, info.start_boot_ns));
         }
     }
 
     /// Drops exited processes past their grace period.
     pub fn sweep(&mut self) {
         let now = Instant::now();
-        while let Some((at, pid)) = self.exited.front().copied() {
+        while let Some((at, pid, start)) = self.exited.front().copied() {
             if now.duration_since(at) < EXIT_GRACE {
                 break;
             }
             self.exited.pop_front();
-            self.live.remove(&pid);
+            // Only the entry that exited: the pid may belong to a new
+            // process (pid reuse, or an exec that replaced the entry).
+            if self
+                .live
+                .get(&pid)
+                .is_some_and(|info| info.start_boot_ns == start)
+            {
+                self.live.remove(&pid);
+            }
         }
     }
 

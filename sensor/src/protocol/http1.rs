@@ -34,7 +34,7 @@ pub const MAX_HEADER_COUNT: usize = 512;
 /// the final SSE events (which carry token usage) survive long streams.
 pub const BODY_TAIL_CAP: usize = 32 * 1024;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Header {
     /// Field name as sent (case preserved).
     pub name: String,
@@ -42,8 +42,22 @@ pub struct Header {
     pub value: Vec<u8>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct Headers(pub Vec<Header>);
+
+/// Header values carry credentials and cookies: a `Debug` print shows the
+/// name and the value's length only, so no stray log line can leak them.
+impl std::fmt::Debug for Header {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: <{} bytes>", self.name, self.value.len())
+    }
+}
+
+impl std::fmt::Debug for Headers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(&self.0).finish()
+    }
+}
 
 impl Headers {
     /// First value of `name`, compared case-insensitively.
@@ -97,7 +111,9 @@ impl<'a> IntoIterator for &'a Headers {
     }
 }
 
-#[derive(Debug, Clone)]
+/// `Debug` leaves out bodies (prompts and completions are not logged) and
+/// the query string (which may carry keys).
+#[derive(Clone)]
 pub struct Request {
     pub method: String,
     /// Raw request-target (origin-form, absolute-form, ...).
@@ -118,7 +134,8 @@ pub struct Request {
     pub last_ts: u64,
 }
 
-#[derive(Debug, Clone)]
+/// `Debug` leaves out bodies.
+#[derive(Clone)]
 pub struct Response {
     pub status: u16,
     pub reason: String,
@@ -344,4 +361,29 @@ fn into_response(p: Partial) -> Option<Response> {
         chunked: p.chunked,
         body_tail: p.tail,
     })
+}
+
+impl std::fmt::Debug for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let path = self.target.split('?').next().unwrap_or_default();
+        f.debug_struct("Request")
+            .field("method", &self.method)
+            .field("path", &path)
+            .field("headers", &self.headers)
+            .field("body_size", &self.body_size)
+            .field("body_truncated", &self.body_truncated)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for Response {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Response")
+            .field("status", &self.status)
+            .field("headers", &self.headers)
+            .field("body_size", &self.body_size)
+            .field("body_truncated", &self.body_truncated)
+            .field("is_event_stream", &self.is_event_stream)
+            .finish_non_exhaustive()
+    }
 }

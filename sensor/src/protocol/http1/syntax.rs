@@ -51,9 +51,11 @@ pub(super) enum TransferCoding {
     Other,
 }
 
+/// A short, secret-masked excerpt of a bad line for an error message: a
+/// malformed header line may well be an `Authorization` one.
 pub(super) fn quote(bytes: &[u8]) -> String {
     let cut = bytes.get(..QUOTE_LEN).unwrap_or(bytes);
-    String::from_utf8_lossy(cut).into_owned()
+    crate::identity::mask::mask_text(&String::from_utf8_lossy(cut))
 }
 
 fn is_tchar(b: u8) -> bool {
