@@ -324,7 +324,7 @@ pub mod counter {
 
 #[cfg(feature = "user")]
 mod pod {
-    use super::{SockKey, SockValue, SslKey};
+    use super::{SockKey, SockValue, SslKey, StreamPos};
     // SAFETY: plain `#[repr(C)]` integers with explicit padding: every bit
     // pattern is valid and there are no implicit padding bytes.
     unsafe impl aya::Pod for SockKey {}
@@ -332,4 +332,6 @@ mod pod {
     unsafe impl aya::Pod for SockValue {}
     // SAFETY: as above.
     unsafe impl aya::Pod for SslKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for StreamPos {}
 }

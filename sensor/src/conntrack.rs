@@ -52,8 +52,18 @@ impl ConnTable {
         self.map.remove(&(pid, fd))
     }
 
-    pub fn on_exit(&mut self, pid: u32) {
-        self.map.retain(|(p, _), _| *p != pid);
+    /// Forgets the process's connections; returns their fds.
+    pub fn on_exit(&mut self, pid: u32) -> Vec<i32> {
+        let fds: Vec<i32> = self
+            .map
+            .keys()
+            .filter(|(p, _)| *p == pid)
+            .map(|(_, fd)| *fd)
+            .collect();
+        for fd in &fds {
+            self.map.remove(&(pid, *fd));
+        }
+        fds
     }
 
     /// The connection, with its local address looked up once.
@@ -73,7 +83,15 @@ fn local_address(pid: u32, fd: i32, remote: SocketAddr) -> Option<SocketAddr> {
     let link = fs::read_link(format!("/proc/{pid}/fd/{fd}")).ok()?;
     let link = link.to_str()?;
     let inode = link.strip_prefix("socket:[")?.strip_suffix(']')?;
-    for table in ["tcp", "tcp6"] {
+    // An IPv6 peer can only be in tcp6; an IPv4 one is in tcp, or in tcp6
+    // for a dual-stack socket. These tables cover the whole network
+    // namespace, so read no more of them than needed.
+    let tables: &[&str] = if remote.is_ipv4() {
+        &["tcp", "tcp6"]
+    } else {
+        &["tcp6"]
+    };
+    for table in tables {
         let Ok(text) = fs::read_to_string(format!("/proc/{pid}/net/{table}")) else {
             continue;
         };

@@ -54,6 +54,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         ebpf,
         events,
         counters,
+        tables,
     } = loaded;
 
     // The attacher owns the programs; it runs on its own thread because
@@ -95,6 +96,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         fingerprinter,
         Box::new(StdoutSink::new()),
     );
+    pipeline.set_kernel_tables(tables);
     pipeline.procs.seed();
     // SAFETY: the fd belongs to the RingBuf owned by the AsyncFd and stays
     // open, and the same, for as long as the AsyncFd lives.

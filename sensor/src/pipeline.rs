@@ -8,7 +8,7 @@ use serde_json::json;
 use tracing::warn;
 
 use crate::{
-    bpf::{KernelCounters, attach::AttachStats},
+    bpf::{KernelCounters, KernelTables, attach::AttachStats},
     config::Config,
     conntrack::ConnTable,
     credential::Fingerprinter,
@@ -46,6 +46,9 @@ pub struct Pipeline {
     counters: Counters,
     /// Pids whose mappings the attacher should look at (exec, mmap).
     scan_requests: Vec<u32>,
+    /// The kernel's connection tables, cleaned as processes end (absent in
+    /// tests without a kernel).
+    kernel: Option<KernelTables>,
 }
 
 impl Pipeline {
@@ -69,7 +72,12 @@ impl Pipeline {
             sink,
             counters: Counters::default(),
             scan_requests: Vec::new(),
+            kernel: None,
         }
+    }
+
+    pub fn set_kernel_tables(&mut self, tables: KernelTables) {
+        self.kernel = Some(tables);
     }
 
     /// Pids to hand to the attacher since the last call.
@@ -125,6 +133,7 @@ impl Pipeline {
             }
             Record::Fork { task, child_pid } => self.procs.on_fork(task.pid, child_pid),
             Record::Exit { task } => {
+                let tls_conns = self.sessions.conns_of(task.pid);
                 let exchanges = self.sessions.on_exit(task.pid, task.ts_ns);
                 self.on_exchanges(exchanges);
                 if self.config.emits("process_exit") {
@@ -137,7 +146,10 @@ impl Pipeline {
                     self.emit_at(event, task.ts_ns);
                 }
                 self.procs.on_exit(task.pid);
-                self.conns.on_exit(task.pid);
+                let fds = self.conns.on_exit(task.pid);
+                if let Some(kernel) = self.kernel.as_mut() {
+                    kernel.forget_process(task.pid, &fds, &tls_conns);
+                }
             }
             Record::Connect {
                 task,

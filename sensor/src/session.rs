@@ -311,6 +311,15 @@ impl Sessions {
         self.finish(keys, ts)
     }
 
+    /// The `SSL *` of every session of `pid`.
+    pub fn conns_of(&self, pid: u32) -> Vec<u64> {
+        self.map
+            .keys()
+            .filter(|(p, _)| *p == pid)
+            .map(|(_, conn)| *conn)
+            .collect()
+    }
+
     /// A process exited or replaced its image: all its sessions are over.
     pub fn on_exit(&mut self, pid: u32, ts: u64) -> Vec<Exchange> {
         let keys: Vec<_> = self

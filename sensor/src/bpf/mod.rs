@@ -11,7 +11,7 @@ use aya::{
     maps::{MapData, PerCpuArray, RingBuf},
     programs::TracePoint,
 };
-use sensor_common::counter;
+use sensor_common::{SockKey, SockValue, SslKey, StreamPos, counter};
 
 /// The kernel programs, built by `build.rs`.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sensor"));
@@ -79,6 +79,36 @@ pub struct Loaded {
     pub ebpf: Ebpf,
     pub events: RingBuf<MapData>,
     pub counters: PerCpuArray<MapData, u64>,
+    pub tables: KernelTables,
+}
+
+/// The kernel's per-process connection tables, which user space cleans
+/// when a process ends: its sockets may never see a `close(2)` (killed,
+/// `exit` with open fds), and LRU eviction alone would let a reused
+/// (pid, fd) or `SSL *` inherit a stale binding.
+pub struct KernelTables {
+    socks: aya::maps::HashMap<MapData, SockKey, SockValue>,
+    ssl_fd: aya::maps::HashMap<MapData, SslKey, i32>,
+    stream_pos: aya::maps::HashMap<MapData, SslKey, StreamPos>,
+}
+
+impl KernelTables {
+    /// Forgets the sockets `fds` and TLS sessions `conns` of `pid`. Entries
+    /// already gone (closed, evicted) are not an error.
+    pub fn forget_process(&mut self, pid: u32, fds: &[i32], conns: &[u64]) {
+        for fd in fds {
+            let _ = self.socks.remove(&SockKey { tgid: pid, fd: *fd });
+        }
+        for ssl in conns {
+            let key = SslKey {
+                tgid: pid,
+                _pad: 0,
+                ssl: *ssl,
+            };
+            let _ = self.ssl_fd.remove(&key);
+            let _ = self.stream_pos.remove(&key);
+        }
+    }
 }
 
 fn tracefs_root() -> &'static str {
@@ -194,10 +224,27 @@ pub fn load(ring_bytes: u32) -> Result<Loaded, LoadError> {
         name: "COUNTERS".into(),
         source,
     })?;
+    let tables = KernelTables {
+        socks: table(&mut ebpf, "SOCKS")?,
+        ssl_fd: table(&mut ebpf, "SSL_FD")?,
+        stream_pos: table(&mut ebpf, "STREAM_POS")?,
+    };
     Ok(Loaded {
         ebpf,
         events,
         counters,
+        tables,
+    })
+}
+
+/// A (LRU) hash map taken out of the object for user space to update.
+fn table<K: aya::Pod, V: aya::Pod>(
+    ebpf: &mut Ebpf,
+    name: &str,
+) -> Result<aya::maps::HashMap<MapData, K, V>, LoadError> {
+    aya::maps::HashMap::try_from(take_map(ebpf, name)?).map_err(|source| LoadError::Map {
+        name: name.to_owned(),
+        source,
     })
 }
 
