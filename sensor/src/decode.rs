@@ -37,6 +37,24 @@ pub struct Task {
     pub gid: u32,
 }
 
+/// A piece of TLS plaintext (see `sensor_common::TlsDataHeader`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsData {
+    pub task: Task,
+    /// The `SSL *`: with the pid, identifies the TLS session.
+    pub conn: u64,
+    pub fd: Option<i32>,
+    pub direction: Direction,
+    pub library: TlsLibrary,
+    /// Position of the call's first byte in this direction's stream.
+    pub stream_pos: u64,
+    /// Bytes the SSL call transferred in all.
+    pub total_len: u32,
+    /// Offset of `data` in the call's buffer.
+    pub offset: u32,
+    pub data: Vec<u8>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Record {
     Exec {
@@ -68,18 +86,7 @@ pub enum Record {
         task: Task,
         fd: i32,
     },
-    TlsData {
-        task: Task,
-        conn: u64,
-        fd: Option<i32>,
-        direction: Direction,
-        library: TlsLibrary,
-        /// Position of the call's first byte in this direction's stream.
-        stream_pos: u64,
-        total_len: u32,
-        offset: u32,
-        data: Vec<u8>,
-    },
+    TlsData(TlsData),
     TlsBind {
         task: Task,
         conn: u64,
@@ -196,7 +203,7 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
                 claimed: h.len,
                 carried: data.len(),
             })?;
-            Record::TlsData {
+            Record::TlsData(TlsData {
                 task: t,
                 conn: h.conn,
                 fd: (h.fd >= 0).then_some(h.fd),
@@ -206,7 +213,7 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
                 total_len: h.total_len,
                 offset: h.offset,
                 data: data.to_vec(),
-            }
+            })
         }
         RecordKind::TlsBind => {
             let r: TlsBindRecord = read(bytes)?;
@@ -314,12 +321,12 @@ mod tests {
         };
         let mut bytes = bytes_of(&h);
         bytes.extend_from_slice(b"hello");
-        let Ok(Record::TlsData {
+        let Ok(Record::TlsData(TlsData {
             data,
             fd,
             direction,
             ..
-        }) = decode(&bytes)
+        })) = decode(&bytes)
         else {
             panic!()
         };

@@ -16,7 +16,7 @@ use crate::{
     event::{Clock, Event, rfc3339},
     identity::process::{ExecInfo, ProcessTable},
     model,
-    session::{Chunk, Exchange, Sessions},
+    session::{Exchange, Sessions},
     sink::Sink,
 };
 
@@ -197,30 +197,7 @@ impl Pipeline {
                 self.on_exchanges(exchanges);
                 self.conns.on_close(task.pid, fd);
             }
-            Record::TlsData {
-                task,
-                conn,
-                fd,
-                direction,
-                library,
-                stream_pos,
-                total_len,
-                offset,
-                data,
-            } => {
-                let chunk = Chunk {
-                    ts: task.ts_ns,
-                    pid: task.pid,
-                    tid: task.tid,
-                    conn,
-                    fd,
-                    direction,
-                    library,
-                    stream_pos,
-                    total_len,
-                    offset,
-                    data: &data,
-                };
+            Record::TlsData(chunk) => {
                 let exchanges = self.sessions.on_data(&chunk);
                 self.on_exchanges(exchanges);
             }

@@ -13,7 +13,10 @@ use std::{
 
 use sensor_common::{Direction, TlsLibrary};
 
-use crate::protocol::http1::{Parsed, Request, RequestParser, Response, ResponseParser};
+use crate::{
+    decode::TlsData,
+    protocol::http1::{Parsed, Request, RequestParser, Response, ResponseParser},
+};
 
 /// Sessions tracked at most; the least recently active go first.
 const MAX_SESSIONS: usize = 16_384;
@@ -103,21 +106,6 @@ struct Session {
     flows: [Flow; 2],
 }
 
-/// One TLS data record, as the pipeline hands it over.
-pub struct Chunk<'a> {
-    pub ts: u64,
-    pub pid: u32,
-    pub tid: u32,
-    pub conn: u64,
-    pub fd: Option<i32>,
-    pub direction: Direction,
-    pub library: TlsLibrary,
-    pub stream_pos: u64,
-    pub total_len: u32,
-    pub offset: u32,
-    pub data: &'a [u8],
-}
-
 pub struct Sessions {
     map: HashMap<(u32, u64), Session>,
     next_id: u64,
@@ -153,18 +141,18 @@ impl Sessions {
     }
 
     /// Feeds one record; returns the exchanges it completed.
-    pub fn on_data(&mut self, chunk: &Chunk<'_>) -> Vec<Exchange> {
-        let key = (chunk.pid, chunk.conn);
+    pub fn on_data(&mut self, chunk: &TlsData) -> Vec<Exchange> {
+        let key = (chunk.task.pid, chunk.conn);
         let mut out = Vec::new();
         // The same `SSL *` on another socket: the old session was freed and
         // its address reused. Finish it rather than mix the two.
         if let (Some(session), Some(fd)) = (self.map.get(&key), chunk.fd)
             && session.fd.is_some_and(|old| old != fd)
         {
-            out.extend(self.finish(vec![key], chunk.ts));
+            out.extend(self.finish(vec![key], chunk.task.ts_ns));
         }
         if !self.map.contains_key(&key) {
-            out.extend(self.make_room(chunk.ts));
+            out.extend(self.make_room(chunk.task.ts_ns));
             self.next_id += 1;
             self.map.insert(key, self.new_session(chunk));
         }
@@ -172,13 +160,13 @@ impl Sessions {
             return out;
         };
         session.last_active = Instant::now();
-        session.last_tid = chunk.tid;
+        session.last_tid = chunk.task.tid;
         if chunk.fd.is_some() {
             session.fd = chunk.fd;
         }
         let pos = chunk.stream_pos + u64::from(chunk.offset);
         if session.role == Role::Unknown && pos == 0 {
-            session.role = role_of(chunk.direction, chunk.data);
+            session.role = role_of(chunk.direction, &chunk.data);
             match session.role {
                 Role::Server => self.stats.server_sessions += 1,
                 Role::Other => self.stats.non_http1_sessions += 1,
@@ -187,7 +175,7 @@ impl Sessions {
         } else if matches!(session.role, Role::Unknown | Role::Other)
             && chunk.offset == 0
             && chunk.direction == Direction::Egress
-            && role_of(chunk.direction, chunk.data) == Role::Client
+            && role_of(chunk.direction, &chunk.data) == Role::Client
         {
             // A connection first seen mid-way (opened before the sensor
             // started, or its first records lost): parse from the first
@@ -218,24 +206,24 @@ impl Sessions {
             gap(
                 session,
                 other,
-                chunk.ts,
+                chunk.task.ts_ns,
                 flow.call_end - next,
                 stats,
                 &mut out,
-                chunk.pid,
+                chunk.task.pid,
             );
         }
-        let mut data = chunk.data;
+        let mut data = chunk.data.as_slice();
         match session.flows[dir].next {
             Some(next) if pos > next => {
                 gap(
                     session,
                     chunk.direction,
-                    chunk.ts,
+                    chunk.task.ts_ns,
                     pos - next,
                     stats,
                     &mut out,
-                    chunk.pid,
+                    chunk.task.pid,
                 );
             }
             Some(next) if pos < next => {
@@ -256,20 +244,20 @@ impl Sessions {
             call_end: call_end.max(end),
         };
         let (reqs, resps) = match chunk.direction {
-            Direction::Egress => (session.requests.feed(chunk.ts, data), Vec::new()),
-            Direction::Ingress => (Vec::new(), session.responses.feed(chunk.ts, data)),
+            Direction::Egress => (session.requests.feed(chunk.task.ts_ns, data), Vec::new()),
+            Direction::Ingress => (Vec::new(), session.responses.feed(chunk.task.ts_ns, data)),
         };
-        absorb(session, reqs, resps, stats, &mut out, chunk.pid);
+        absorb(session, reqs, resps, stats, &mut out, chunk.task.pid);
         out
     }
 
-    fn new_session(&self, chunk: &Chunk<'_>) -> Session {
+    fn new_session(&self, chunk: &TlsData) -> Session {
         Session {
             id: self.next_id,
             fd: chunk.fd,
             library: chunk.library,
             role: Role::Unknown,
-            last_tid: chunk.tid,
+            last_tid: chunk.task.tid,
             last_active: Instant::now(),
             requests: RequestParser::new(self.body_cap),
             responses: ResponseParser::new(self.body_cap),
@@ -506,6 +494,7 @@ fn exchange(session: &Session, pid: u32, request: Request, response: Option<Resp
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::decode::Task;
 
     const REQ: &[u8] =
         b"POST /v1/chat/completions HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\n{}";
@@ -538,10 +527,15 @@ mod tests {
         /// One SSL call of `data`, of which only `captured` bytes arrive.
         fn call(&mut self, direction: Direction, data: &[u8], captured: usize) -> Vec<Exchange> {
             let d = direction as usize;
-            let chunk = Chunk {
-                ts: 1,
-                pid: 7,
-                tid: 7,
+            let chunk = TlsData {
+                task: Task {
+                    ts_ns: 1,
+                    pid: 7,
+                    tid: 7,
+                    cgroup_id: 1,
+                    uid: 0,
+                    gid: 0,
+                },
                 conn: self.conn,
                 fd: self.fd,
                 direction,
@@ -549,7 +543,7 @@ mod tests {
                 stream_pos: self.pos[d],
                 total_len: data.len() as u32,
                 offset: 0,
-                data: &data[..captured],
+                data: data[..captured].to_vec(),
             };
             self.pos[d] += data.len() as u64;
             self.sessions.on_data(&chunk)

@@ -68,6 +68,17 @@ fn model_calls(pid: u32, n: usize, key: &str) -> Vec<Value> {
     found
 }
 
+/// The shared sensor running (it must be before the client starts), a
+/// fresh fake API, and a planted key unique to the test.
+fn setup(name: &str, tag: &str) -> (FakeApi, String) {
+    setup_on(name, "127.0.0.1", tag)
+}
+
+fn setup_on(name: &str, host: &str, tag: &str) -> (FakeApi, String) {
+    shared_sensor();
+    (FakeApi::start_on(name, host), fake_key(tag))
+}
+
 fn assert_call(
     e: &Value,
     provider: &str,
@@ -106,9 +117,8 @@ const CHAT_BODY: &str = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","co
 
 #[test]
 fn curl_chat_completion() {
+    let (api, key) = setup("curl", "curl");
     let sensor = shared_sensor();
-    let api = FakeApi::start("curl");
-    let key = fake_key("curl");
     let url = format!("{}/chat/completions", api.openai_base());
     let (pid, _) = run_client(curl(&api, &key, &["-d", CHAT_BODY, &url]));
     let calls = model_calls(pid, 1, &key);
@@ -139,10 +149,7 @@ fn curl_chat_completion() {
 
 #[test]
 fn curl_keep_alive_two_requests_one_connection() {
-    // The sensor must be running before the client starts.
-    shared_sensor();
-    let api = FakeApi::start("curl-ka");
-    let key = fake_key("curlka");
+    let (api, key) = setup("curl-ka", "curlka");
     let url = format!("{}/chat/completions", api.openai_base());
     let second = r#"{"model":"gpt-4o","messages":[{"role":"user","content":"again"}]}"#;
     let (pid, _) = run_client(curl(
@@ -188,10 +195,7 @@ fn curl_keep_alive_two_requests_one_connection() {
 
 #[test]
 fn python_openai_sdk_keep_alive() {
-    // The sensor must be running before the client starts.
-    shared_sensor();
-    let api = FakeApi::start("py-openai");
-    let key = fake_key("pyoai");
+    let (api, key) = setup("py-openai", "pyoai");
     let (pid, out) = run_client(python_client(
         &api,
         "openai_chat.py",
@@ -228,10 +232,7 @@ fn python_openai_sdk_keep_alive() {
 
 #[test]
 fn python_openai_sdk_streaming() {
-    // The sensor must be running before the client starts.
-    shared_sensor();
-    let api = FakeApi::start("py-openai-stream");
-    let key = fake_key("pyoais");
+    let (api, key) = setup("py-openai-stream", "pyoais");
     let (pid, out) = run_client(python_client(
         &api,
         "openai_chat.py",
@@ -253,10 +254,7 @@ fn python_openai_sdk_streaming() {
 
 #[test]
 fn python_anthropic_sdk() {
-    // The sensor must be running before the client starts.
-    shared_sensor();
-    let api = FakeApi::start("py-anthropic");
-    let key = fake_key("pyant");
+    let (api, key) = setup("py-anthropic", "pyant");
     let (pid, _) = run_client(python_client(
         &api,
         "anthropic_messages.py",
@@ -298,10 +296,7 @@ fn python_anthropic_sdk() {
 
 #[test]
 fn python_openai_other_endpoints() {
-    // The sensor must be running before the client starts.
-    shared_sensor();
-    let api = FakeApi::start("py-other");
-    let key = fake_key("pyoth");
+    let (api, key) = setup("py-other", "pyoth");
     let cases = [
         (
             "embeddings",
@@ -348,10 +343,7 @@ fn python_openai_other_endpoints() {
 
 #[test]
 fn node_openai_sdk() {
-    // The sensor must be running before the client starts.
-    shared_sensor();
-    let api = FakeApi::start("node");
-    let key = fake_key("node");
+    let (api, key) = setup("node", "node");
     let (pid, out) = run_client(node_client(&api, &key, &["--n", "2"]));
     assert_eq!(out.len(), 2);
     let calls = model_calls(pid, 2, &key);
@@ -386,9 +378,7 @@ fn node_openai_sdk() {
 
 #[test]
 fn error_status_and_chunked_responses() {
-    shared_sensor();
-    let api = FakeApi::start("status");
-    let key = fake_key("status");
+    let (api, key) = setup("status", "status");
     let url = format!("{}/chat/completions", api.openai_base());
     let mut cmd = curl(
         &api,
@@ -440,10 +430,7 @@ fn error_status_and_chunked_responses() {
 
 #[test]
 fn large_request_body_is_flagged_truncated() {
-    // The sensor must be running before the client starts.
-    shared_sensor();
-    let api = FakeApi::start("large");
-    let key = fake_key("large");
+    let (api, key) = setup("large", "large");
     let url = format!("{}/chat/completions", api.openai_base());
     let filler = "x".repeat(400 * 1024);
     let body =
@@ -490,9 +477,7 @@ fn other_events_match_the_schema() {
 /// The provider is named from the host the client asked for; IPv6 works.
 #[test]
 fn provider_from_host_name_and_ipv6() {
-    shared_sensor();
-    let api = FakeApi::start_on("ipv6", "::1");
-    let key = fake_key("v6");
+    let (api, key) = setup_on("ipv6", "::1", "v6");
     let chat = format!("https://api.openai.com:{}/v1/chat/completions", api.port);
     let resolve = format!("api.openai.com:{}:[::1]", api.port);
     let (pid, _) = run_client(curl(
