@@ -79,6 +79,18 @@ fn setup_on(name: &str, host: &str, tag: &str) -> (FakeApi, String) {
     (FakeApi::start_on(name, host), fake_key(tag))
 }
 
+/// A chat completion of the default model against the fake API.
+fn assert_chat(e: &Value, stream: bool) {
+    assert_call(
+        e,
+        "openai-compatible",
+        "/v1/chat/completions",
+        "gpt-4o-mini",
+        usage("chat", stream),
+        stream,
+    );
+}
+
 fn assert_call(
     e: &Value,
     provider: &str,
@@ -123,14 +135,7 @@ fn curl_chat_completion() {
     let (pid, _) = run_client(curl(&api, &key, &["-d", CHAT_BODY, &url]));
     let calls = model_calls(pid, 1, &key);
     let e = &calls[0];
-    assert_call(
-        e,
-        "openai-compatible",
-        "/v1/chat/completions",
-        "gpt-4o-mini",
-        usage("chat", false),
-        false,
-    );
+    assert_chat(e, false);
     assert_eq!(e["process"]["executable"]["path"], "/usr/bin/curl");
     assert_eq!(e["credential"]["kind"], "openai_api_key");
     assert_eq!(e["server"]["port"], api.port);
@@ -206,14 +211,7 @@ fn python_openai_sdk_keep_alive() {
     assert_eq!(out.len(), 3);
     let calls = model_calls(pid, 3, &key);
     for (e, client) in calls.iter().zip(&out) {
-        assert_call(
-            e,
-            "openai-compatible",
-            "/v1/chat/completions",
-            "gpt-4o-mini",
-            usage("chat", false),
-            false,
-        );
+        assert_chat(e, false);
         assert_eq!(e["gen_ai"]["response"]["id"], client["id"]);
         assert!(
             e["process"]["command_line"]
@@ -241,14 +239,7 @@ fn python_openai_sdk_streaming() {
         &["--stream"],
     ));
     let calls = model_calls(pid, 1, &key);
-    assert_call(
-        &calls[0],
-        "openai-compatible",
-        "/v1/chat/completions",
-        "gpt-4o-mini",
-        usage("chat", true),
-        true,
-    );
+    assert_chat(&calls[0], true);
     assert_eq!(calls[0]["gen_ai"]["response"]["id"], out[0]["id"]);
 }
 
@@ -348,14 +339,7 @@ fn node_openai_sdk() {
     assert_eq!(out.len(), 2);
     let calls = model_calls(pid, 2, &key);
     for e in &calls {
-        assert_call(
-            e,
-            "openai-compatible",
-            "/v1/chat/completions",
-            "gpt-4o-mini",
-            usage("chat", false),
-            false,
-        );
+        assert_chat(e, false);
         assert!(
             e["process"]["executable"]["path"]
                 .as_str()
@@ -366,14 +350,7 @@ fn node_openai_sdk() {
     }
     let (spid, _) = run_client(node_client(&api, &key, &["--stream"]));
     let streamed = model_calls(spid, 1, &key);
-    assert_call(
-        &streamed[0],
-        "openai-compatible",
-        "/v1/chat/completions",
-        "gpt-4o-mini",
-        usage("chat", true),
-        true,
-    );
+    assert_chat(&streamed[0], true);
 }
 
 #[test]
@@ -418,14 +395,7 @@ fn error_status_and_chunked_responses() {
         ],
     ));
     let calls = model_calls(pid, 1, &key);
-    assert_call(
-        &calls[0],
-        "openai-compatible",
-        "/v1/chat/completions",
-        "gpt-4o-mini",
-        usage("chat", false),
-        false,
-    );
+    assert_chat(&calls[0], false);
 }
 
 #[test]
