@@ -51,7 +51,7 @@ impl Default for Config {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("reading config {path}: {source}")]
+    #[error("reading config {path}")]
     Read {
         path: PathBuf,
         source: std::io::Error,

@@ -22,12 +22,12 @@ const FINGERPRINT_BYTES: usize = 16;
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
-    #[error("reading fingerprint key {path}: {source}")]
+    #[error("reading fingerprint key {path}")]
     Read {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("creating fingerprint key {path}: {source}")]
+    #[error("creating fingerprint key {path}")]
     Create {
         path: PathBuf,
         source: std::io::Error,

@@ -200,11 +200,43 @@ fn preflight() -> anyhow::Result<()> {
             "this kernel exposes no BTF (/sys/kernel/btf/vmlinux); a kernel built with CONFIG_DEBUG_INFO_BTF=y is required"
         );
     }
-    if !nix::unistd::geteuid().is_root() {
+    let caps = effective_capabilities().unwrap_or(0);
+    let has = |cap: u32| caps & (1u64 << cap) != 0;
+    let can_bpf = has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON));
+    if !can_bpf {
         anyhow::bail!(
-            "the sensor must run as root (or with CAP_BPF, CAP_PERFMON, CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH): \
-             try `sudo` or `cargo xtask run`"
+            "the sensor needs root, or CAP_BPF and CAP_PERFMON (plus CAP_SYS_PTRACE and \
+             CAP_DAC_READ_SEARCH to read other processes' /proc entries): try `sudo` or `cargo xtask run`"
         );
     }
+    for (cap, name, why) in [
+        (
+            CAP_SYS_PTRACE,
+            "CAP_SYS_PTRACE",
+            "other processes' executables, maps and roots",
+        ),
+        (
+            CAP_DAC_READ_SEARCH,
+            "CAP_DAC_READ_SEARCH",
+            "files of other users and containers",
+        ),
+    ] {
+        if !has(cap) && !has(CAP_SYS_ADMIN) {
+            warn!("{name} is missing: the sensor cannot read {why}; attribution will be partial");
+        }
+    }
     Ok(())
+}
+
+const CAP_DAC_READ_SEARCH: u32 = 2;
+const CAP_SYS_PTRACE: u32 = 19;
+const CAP_SYS_ADMIN: u32 = 21;
+const CAP_PERFMON: u32 = 38;
+const CAP_BPF: u32 = 39;
+
+/// The effective capability set, from `/proc/self/status`.
+fn effective_capabilities() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?;
+    u64::from_str_radix(hex.trim(), 16).ok()
 }

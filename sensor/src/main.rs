@@ -36,7 +36,15 @@ struct Cli {
     log: String,
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() {
+    // The error chain, one line, no backtrace: what went wrong and why.
+    if let Err(err) = run() {
+        eprintln!("sensor: error: {err:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)

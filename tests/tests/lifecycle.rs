@@ -134,3 +134,25 @@ fn a_full_ring_buffer_is_counted_and_reported() {
     assert!(sensor.stderr_text().contains("records lost"));
     sensor.assert_never_printed(&key);
 }
+
+/// Without the capabilities to load BPF programs the sensor refuses to
+/// start and says what it needs, rather than running blind.
+#[test]
+fn refuses_to_start_without_bpf_capabilities() {
+    sensor_tests::require_root();
+    let dir = sensor_tests::scratch("nocaps");
+    let out = Command::new("setpriv")
+        .args(["--bounding-set", "-sys_admin,-bpf,-perfmon", "--"])
+        .arg(std::env::var_os("SENSOR_BIN").expect("SENSOR_BIN"))
+        .arg("--fingerprint-key-file")
+        .arg(dir.join("key"))
+        .output()
+        .expect("setpriv (util-linux)");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("CAP_BPF") && err.contains("CAP_PERFMON"),
+        "{err}"
+    );
+    assert!(out.stdout.is_empty());
+}

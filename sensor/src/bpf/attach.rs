@@ -233,8 +233,8 @@ impl Attacher {
                     Some(Ok(probe)) => probe
                         .attach(point, host_path, UProbeScope::AllProcesses)
                         .map(drop)
-                        .map_err(|e| e.to_string()),
-                    Some(Err(e)) => Err(e.to_string()),
+                        .map_err(|e| error_chain(&e)),
+                    Some(Err(e)) => Err(error_chain(&e)),
                     None => Err(format!("program {program} missing")),
                 };
                 if let Err(err) = result {
@@ -261,6 +261,19 @@ impl Attacher {
         });
         true
     }
+}
+
+/// An error and its sources on one line (aya's attach errors keep the
+/// errno in a source).
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 fn lock(stats: &Mutex<AttachStats>) -> std::sync::MutexGuard<'_, AttachStats> {

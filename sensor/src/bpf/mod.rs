@@ -25,25 +25,25 @@ pub enum LoadError {
     NotBuilt,
     #[error("tracefs is not mounted and mounting it at /sys/kernel/tracing failed: {errno}")]
     Tracefs { errno: nix::errno::Errno },
-    #[error("cannot read tracepoint format {path}: {source} (is tracefs mounted?)")]
+    #[error("cannot read tracepoint format {path} (is tracefs mounted?)")]
     TracepointFormat {
         path: String,
         source: std::io::Error,
     },
     #[error("tracepoint format {path} has no field `{field}`")]
     TracepointField { path: String, field: String },
-    #[error("loading the eBPF object: {0}")]
+    #[error("loading the eBPF object")]
     Load(#[from] aya::EbpfError),
     #[error("program {name} is missing from the eBPF object")]
     MissingProgram { name: String },
     #[error("map {name} is missing from the eBPF object")]
     MissingMap { name: String },
-    #[error("program {name}: {source}")]
+    #[error("program {name}")]
     Program {
         name: String,
         source: aya::programs::ProgramError,
     },
-    #[error("map {name}: {source}")]
+    #[error("map {name}")]
     Map {
         name: String,
         source: aya::maps::MapError,
