@@ -46,6 +46,7 @@ pub enum RecordKind {
     TlsData = 6,
     TlsBind = 7,
     ExecMmap = 8,
+    RootChange = 9,
 }
 
 impl TryFrom<u32> for RecordKind {
@@ -61,6 +62,7 @@ impl TryFrom<u32> for RecordKind {
             6 => Self::TlsData,
             7 => Self::TlsBind,
             8 => Self::ExecMmap,
+            9 => Self::RootChange,
             other => return Err(other),
         })
     }
@@ -282,6 +284,15 @@ pub struct ExecMmapRecord {
     pub header: Header,
     pub fd: i32,
     pub _pad: u32,
+}
+
+/// A process changed its root or mount namespace (`chroot`, `pivot_root`,
+/// `setns`): a container is being set up, and its libraries can be probed
+/// before its programs start.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct RootChangeRecord {
+    pub header: Header,
 }
 
 /// Key of the connected-socket table: one entry per (process, fd).

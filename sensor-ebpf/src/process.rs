@@ -13,7 +13,7 @@ use aya_ebpf::{
 };
 use sensor_common::{
     EXEC_ARGS_BYTES, EXEC_MAX_ARGS, ExecArgs, ExecRecord, ExitRecord, FLAG_EXEC_ARGS_TRUNCATED,
-    ForkRecord, RecordKind, counter,
+    ForkRecord, RecordKind, RootChangeRecord, counter,
 };
 
 use crate::{
@@ -241,5 +241,38 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
             header: header(RecordKind::Exit),
         });
     }
+    0
+}
+
+/// `syscalls:sys_exit_{chroot,pivot_root,setns}` that succeeded: the
+/// process now sees another root, typically a container's that is being
+/// set up (`runc init` pivots long before the entrypoint runs). User space
+/// probes the TLS libraries under it ahead of their first use.
+#[inline(always)]
+fn root_changed(ctx: &TracePointContext) {
+    // SAFETY: offset of `ret` in the syscall exit tracepoint format.
+    let ret: i64 = unsafe { ctx.read_at(16) }.unwrap_or(-1);
+    if ret == 0 {
+        emit(RootChangeRecord {
+            header: header(RecordKind::RootChange),
+        });
+    }
+}
+
+#[tracepoint]
+pub fn sys_exit_chroot(ctx: TracePointContext) -> u32 {
+    root_changed(&ctx);
+    0
+}
+
+#[tracepoint]
+pub fn sys_exit_pivot_root(ctx: TracePointContext) -> u32 {
+    root_changed(&ctx);
+    0
+}
+
+#[tracepoint]
+pub fn sys_exit_setns(ctx: TracePointContext) -> u32 {
+    root_changed(&ctx);
     0
 }

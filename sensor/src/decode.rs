@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use sensor_common::{
     CloseRecord, ConnectRecord, Direction, ExecMmapRecord, ExecRecord, ExitRecord,
     FLAG_CONNECT_IN_PROGRESS, FLAG_EXEC_ARGS_TRUNCATED, ForkRecord, Header, RECORD_VERSION,
-    RecordKind, TlsBindRecord, TlsDataHeader, TlsLibrary,
+    RecordKind, RootChangeRecord, TlsBindRecord, TlsDataHeader, TlsLibrary,
 };
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -95,6 +95,9 @@ pub enum Record {
     ExecMmap {
         task: Task,
         fd: i32,
+    },
+    RootChange {
+        task: Task,
     },
 }
 
@@ -222,6 +225,10 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
                 conn: r.conn,
                 fd: r.fd,
             }
+        }
+        RecordKind::RootChange => {
+            let _: RootChangeRecord = read(bytes)?;
+            Record::RootChange { task: t }
         }
         RecordKind::ExecMmap => {
             let r: ExecMmapRecord = read(bytes)?;

@@ -207,7 +207,9 @@ impl Pipeline {
                 // Look the local address up now, while the socket is open.
                 let _ = self.conns.get(task.pid, fd);
             }
-            Record::ExecMmap { task, .. } => self.scan_requests.push(task.pid),
+            Record::ExecMmap { task, .. } | Record::RootChange { task } => {
+                self.scan_requests.push(task.pid)
+            }
         }
     }
 

@@ -61,8 +61,8 @@ fn starts_reports_and_detaches_everything_on_sigint() {
     );
     assert_eq!(ready["sensor"]["kernel"]["ringbuf_drops"], 0);
     let mine = programs_of(sensor.pid());
-    // 19 tracepoints and 5 uprobe programs.
-    assert_eq!(mine.len(), 24, "programs held by the sensor: {mine:?}");
+    // 22 tracepoints and 5 uprobe programs.
+    assert_eq!(mine.len(), 27, "programs held by the sensor: {mine:?}");
 
     // Periodic health keeps coming.
     let running = sensor.wait_for(WAIT, |e| {

@@ -504,3 +504,73 @@ fn provider_from_host_name_and_ipv6() {
         "{e}"
     );
 }
+
+/// Copies `curl` and every library it loads into a fresh root, so the
+/// copy's libssl is a file the sensor has never seen (as in a container).
+fn curl_root(dir: &std::path::Path) {
+    let out = Command::new("ldd")
+        .arg("/usr/bin/curl")
+        .output()
+        .expect("ldd");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let libs = text.split_whitespace().filter(|w| w.starts_with('/'));
+    for file in std::iter::once("/usr/bin/curl").chain(libs) {
+        let target = dir.join(file.trim_start_matches('/'));
+        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+        std::fs::copy(file, &target).unwrap_or_else(|e| panic!("copying {file}: {e}"));
+    }
+}
+
+/// A client in a root of its own, with its own copy of libssl, started the
+/// way a container runtime starts one (change root, then exec a moment
+/// later): the sensor probes the new libssl from the root change and sees
+/// the very first request.
+#[test]
+fn a_new_root_with_its_own_libssl_is_armed_before_its_first_request() {
+    use std::os::unix::process::CommandExt as _;
+    let (api, key) = setup("newroot", "root");
+    let root = sensor_tests::scratch("newroot-fs");
+    curl_root(&root);
+    std::fs::copy(&api.ca, root.join("ca.pem")).unwrap();
+    let url = format!("https://127.0.0.1:{}/v1/chat/completions", api.port);
+    let mut cmd = Command::new("/usr/bin/curl");
+    // No /dev in the new root: the body goes to a file in it.
+    cmd.args([
+        "-sS",
+        "--fail-with-body",
+        "-o",
+        "/response.json",
+        "--cacert",
+        "/ca.pem",
+    ])
+    .args([
+        "-H",
+        &format!("Authorization: Bearer {key}"),
+        "-d",
+        CHAT_BODY,
+        &url,
+    ]);
+    let root_c = std::ffi::CString::new(root.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: chroot, chdir and nanosleep are async-signal-safe; the
+    // CString was made before fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::chroot(root_c.as_ptr()) != 0 || libc::chdir(c"/".as_ptr()) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // runc pivots into the container's root well before it execs the
+            // entrypoint; 30 ms is a short such gap.
+            let pause = libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 30_000_000,
+            };
+            libc::nanosleep(&pause, std::ptr::null_mut());
+            Ok(())
+        });
+    }
+    let (pid, _) = run_client(cmd);
+    let calls = model_calls(pid, 1, &key);
+    assert_chat(&calls[0], false);
+    assert_eq!(calls[0]["process"]["executable"]["name"], "curl");
+    let _ = std::fs::remove_dir_all(&root);
+}

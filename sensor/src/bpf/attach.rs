@@ -86,6 +86,9 @@ struct FileId {
 pub struct Attacher {
     ebpf: Ebpf,
     seen: HashSet<FileId>,
+    /// Root directories (device, inode) whose library directories were
+    /// scanned.
+    roots: HashSet<(u64, u64)>,
     stats: Arc<Mutex<AttachStats>>,
 }
 
@@ -116,6 +119,7 @@ impl Attacher {
         Ok(Self {
             ebpf,
             seen: HashSet::new(),
+            roots: HashSet::new(),
             stats,
         })
     }
@@ -123,30 +127,7 @@ impl Attacher {
     /// Start-up scan: libssl files in the usual directories, then every
     /// running process's mappings.
     pub fn scan_system(&mut self) {
-        for dir in LIBRARY_DIRS {
-            let Ok(entries) = std::fs::read_dir(dir) else {
-                continue;
-            };
-            for entry in entries.flatten() {
-                let name = entry.file_name();
-                let name = name.to_string_lossy();
-                if !name.starts_with("libssl.so") {
-                    continue;
-                }
-                let path = entry.path();
-                let Ok(meta) = std::fs::metadata(&path) else {
-                    continue;
-                };
-                use std::os::unix::fs::MetadataExt as _;
-                let dev = meta.dev();
-                let id = FileId {
-                    major: nix::sys::stat::major(dev) as u32,
-                    minor: nix::sys::stat::minor(dev) as u32,
-                    inode: meta.ino(),
-                };
-                self.consider(id, &path, &path.display().to_string());
-            }
-        }
+        self.scan_root(Path::new("/"));
         let Ok(entries) = std::fs::read_dir("/proc") else {
             return;
         };
@@ -161,23 +142,86 @@ impl Attacher {
         }
     }
 
+    /// Probes the libssl files in the usual library directories under
+    /// `root` (`/`, or a container's root through `/proc/<pid>/root`), once
+    /// per root, before any process maps them: attaching takes milliseconds
+    /// (the first uprobe on a file waits for an RCU grace period), which a
+    /// client started a moment later would otherwise win.
+    fn scan_root(&mut self, root: &Path) {
+        use std::os::unix::fs::MetadataExt as _;
+        let Ok(meta) = std::fs::metadata(root) else {
+            return;
+        };
+        if !self.roots.insert((meta.dev(), meta.ino())) {
+            return;
+        }
+        for dir in LIBRARY_DIRS {
+            let Ok(entries) = std::fs::read_dir(root.join(dir.trim_start_matches('/'))) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                if !entry.file_name().to_string_lossy().starts_with("libssl.so") {
+                    continue;
+                }
+                let path = entry.path();
+                // The identity the kernel gives the file (for overlayfs, the
+                // real lower-layer inode), so a later mapping of the same
+                // file is recognised and not probed twice.
+                let Some(id) = std::fs::File::open(&path)
+                    .ok()
+                    .and_then(|f| kernel_file_id(&f))
+                else {
+                    continue;
+                };
+                let shown = match path.strip_prefix(root) {
+                    Ok(inner) => format!("/{}", inner.display()),
+                    Err(_) => path.display().to_string(),
+                };
+                self.consider(id, std::slice::from_ref(&path), &shown);
+            }
+        }
+    }
+
     /// Checks every executable file mapping of `pid` not seen before.
     pub fn scan_pid(&mut self, pid: u32) {
+        // A process in a root not seen before (a new container): its TLS
+        // libraries first, before the loader maps them.
+        self.scan_root(&PathBuf::from(format!("/proc/{pid}/root")));
         let Ok(maps) = std::fs::read_to_string(format!("/proc/{pid}/maps")) else {
             // The process is gone; whatever it mapped was either seen or
             // will be seen in the next process that maps it.
             return;
         };
-        for mapping in maps.lines().filter_map(parse_maps_line) {
+        let mut mappings: Vec<Mapping<'_>> = maps
+            .lines()
+            .filter_map(parse_maps_line)
+            .filter(|m| !self.seen.contains(&m.id))
+            .collect();
+        // A new container maps dozens of files never seen before; the TLS
+        // library among them is checked first, since the client may be
+        // about to use it (a process armed late loses its first request).
+        mappings.sort_by_key(|m| tls_priority(m.path));
+        mappings.dedup_by_key(|m| m.id);
+        for mapping in mappings {
             if self.seen.contains(&mapping.id) {
                 continue;
             }
-            let host_path = PathBuf::from(format!("/proc/{pid}/root{}", mapping.path));
-            self.consider(mapping.id, &host_path, mapping.path);
+            // The path in `maps` is relative to *our* root when the file is
+            // reachable from it (a chroot shows `/srv/root/usr/lib/...`) and
+            // to the process's mount namespace when not (a container shows
+            // `/usr/lib/...`). `map_files` names the mapped file itself,
+            // whatever the namespaces; the two path forms are fallbacks for
+            // kernels or privileges without it.
+            let candidates = [
+                PathBuf::from(format!("/proc/{pid}/map_files/{}", mapping.range)),
+                PathBuf::from(format!("/proc/{pid}/root{}", mapping.path)),
+                PathBuf::from(mapping.path),
+            ];
+            self.consider(mapping.id, &candidates, mapping.path);
         }
     }
 
-    fn consider(&mut self, id: FileId, host_path: &Path, shown: &str) {
+    fn consider(&mut self, id: FileId, candidates: &[PathBuf], shown: &str) {
         if !self.seen.insert(id) {
             return;
         }
@@ -185,12 +229,25 @@ impl Attacher {
         // root the path goes through may exit meanwhile (a short-lived
         // client), and the fd keeps the file reachable as
         // /proc/self/fd/N, which the kernel resolves to the same inode.
-        let found = std::fs::File::open(host_path)
+        let mut opened = Err(std::io::Error::from(std::io::ErrorKind::NotFound));
+        for candidate in candidates {
+            opened = std::fs::File::open(candidate);
+            if opened.is_ok() {
+                break;
+            }
+        }
+        let started = std::time::Instant::now();
+        let found = opened
             .map_err(|source| ElfError::Open {
                 path: shown.to_owned(),
                 source,
             })
             .and_then(|file| Ok((find_tls_symbols_in(&file, Path::new(shown))?, file)));
+        debug!(
+            path = shown,
+            took_us = started.elapsed().as_micros() as u64,
+            "checked"
+        );
         let mut stats = lock(&self.stats);
         stats.files_checked += 1;
         match found {
@@ -229,6 +286,7 @@ impl Attacher {
                     location: UProbeAttachLocation::AbsoluteOffset(*offset),
                     cookie,
                 };
+                let t0 = std::time::Instant::now();
                 let result = match self.ebpf.program_mut(program).map(<&mut UProbe>::try_from) {
                     Some(Ok(probe)) => probe
                         .attach(point, host_path, UProbeScope::AllProcesses)
@@ -237,6 +295,12 @@ impl Attacher {
                     Some(Err(e)) => Err(error_chain(&e)),
                     None => Err(format!("program {program} missing")),
                 };
+                debug!(
+                    function,
+                    program,
+                    took_us = t0.elapsed().as_micros() as u64,
+                    "attach"
+                );
                 if let Err(err) = result {
                     warn!(path = shown, function, program, %err, "uprobe attach failed");
                     failures += 1;
@@ -284,8 +348,72 @@ fn lock(stats: &Mutex<AttachStats>) -> std::sync::MutexGuard<'_, AttachStats> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// The (device, inode) the kernel reports for `file` in `/proc/*/maps`: it
+/// maps one page of it and reads its own maps line. For a file on overlayfs
+/// (containers) this is the real lower-layer file, which is also what a
+/// uprobe attaches to, while `stat` would report the overlay's identity.
+fn kernel_file_id(file: &std::fs::File) -> Option<FileId> {
+    use std::os::fd::AsRawFd as _;
+    // SAFETY: a private read-only mapping of one page of an open file; the
+    // address is only compared with /proc/self/maps, never dereferenced,
+    // and is unmapped below.
+    let addr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            4096,
+            libc::PROT_READ,
+            libc::MAP_PRIVATE,
+            file.as_raw_fd(),
+            0,
+        )
+    };
+    if addr == libc::MAP_FAILED {
+        return None;
+    }
+    let prefix = format!("{:x}-", addr as usize);
+    let id = std::fs::read_to_string("/proc/self/maps")
+        .ok()
+        .and_then(|maps| {
+            let line = maps.lines().find(|l| l.starts_with(&prefix))?;
+            let mut fields = line.split_whitespace();
+            let dev = fields.nth(3)?;
+            let inode: u64 = fields.next()?.parse().ok()?;
+            let (major, minor) = dev.split_once(':')?;
+            Some(FileId {
+                major: u32::from_str_radix(major, 16).ok()?,
+                minor: u32::from_str_radix(minor, 16).ok()?,
+                inode,
+            })
+        });
+    // SAFETY: unmapping exactly the mapping made above.
+    unsafe { libc::munmap(addr, 4096) };
+    id
+}
+
+/// Order in which to check newly mapped files: names of TLS libraries
+/// first, then everything else (executables with TLS linked in, other
+/// libraries).
+fn tls_priority(path: &str) -> u8 {
+    let name = path.rsplit('/').next().unwrap_or(path);
+    const TLS_NAMES: [&str; 6] = [
+        "libssl",
+        "libcrypto",
+        "libgnutls",
+        "libnss",
+        "libboringssl",
+        "libtls",
+    ];
+    if TLS_NAMES.iter().any(|t| name.starts_with(t)) {
+        0
+    } else {
+        1
+    }
+}
+
 struct Mapping<'a> {
     id: FileId,
+    /// `start-end`, as `/proc/<pid>/map_files/` names the mapping.
+    range: &'a str,
     path: &'a str,
 }
 
@@ -293,7 +421,7 @@ struct Mapping<'a> {
 /// `start-end perms offset major:minor inode path`.
 fn parse_maps_line(line: &str) -> Option<Mapping<'_>> {
     let mut fields = line.splitn(6, ' ');
-    let _range = fields.next()?;
+    let range = fields.next()?;
     let perms = fields.next()?;
     let _offset = fields.next()?;
     let dev = fields.next()?;
@@ -310,6 +438,7 @@ fn parse_maps_line(line: &str) -> Option<Mapping<'_>> {
             minor: u32::from_str_radix(minor, 16).ok()?,
             inode,
         },
+        range,
         path,
     })
 }
@@ -317,6 +446,23 @@ fn parse_maps_line(line: &str) -> Option<Mapping<'_>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kernel_file_id_matches_stat_on_a_plain_filesystem() {
+        use std::os::unix::fs::MetadataExt as _;
+        let exe = std::env::current_exe().expect("exe");
+        let file = std::fs::File::open(&exe).expect("open");
+        let meta = file.metadata().expect("meta");
+        let id = kernel_file_id(&file).expect("id");
+        assert_eq!(id.inode, meta.ino());
+        assert_eq!(
+            (id.major, id.minor),
+            (
+                nix::sys::stat::major(meta.dev()) as u32,
+                nix::sys::stat::minor(meta.dev()) as u32
+            )
+        );
+    }
 
     #[test]
     fn parses_executable_file_mappings_only() {

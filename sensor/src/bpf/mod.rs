@@ -71,6 +71,9 @@ const TRACEPOINTS: &[(&str, &str, &str)] = &[
     ("sys_enter_recvfrom", "syscalls", "sys_enter_recvfrom"),
     ("sys_enter_recvmsg", "syscalls", "sys_enter_recvmsg"),
     ("sys_enter_mmap", "syscalls", "sys_enter_mmap"),
+    ("sys_exit_chroot", "syscalls", "sys_exit_chroot"),
+    ("sys_exit_pivot_root", "syscalls", "sys_exit_pivot_root"),
+    ("sys_exit_setns", "syscalls", "sys_exit_setns"),
 ];
 
 /// What `load` hands back: the programs (kept alive by the attacher) and the
