@@ -2,6 +2,7 @@
 //! the build needs and calls cargo; the kernel programs themselves are built
 //! by `sensor/build.rs`, never here.
 
+mod bench;
 mod setup;
 
 use std::{
@@ -34,6 +35,13 @@ enum Cmd {
     Run {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
+    },
+    /// Measure the sensor's cost, side by side with it off and on; writes
+    /// target/bench/report.json and report.md.
+    Bench {
+        /// One short repetition (CI checks that the benchmark runs).
+        #[arg(long)]
+        short: bool,
     },
     /// Set up and run the whole test suite: unit tests, then the root
     /// integration tests against real clients.
@@ -93,6 +101,11 @@ fn main() -> anyhow::Result<()> {
             Err(err).with_context(|| format!("executing {}", bin.display()))
         }
         Cmd::Test { unit, args } => test(unit, &args),
+        Cmd::Bench { short } => {
+            setup::build_tools()?;
+            setup::apt_install_bench()?;
+            bench::bench(short)
+        }
     }
 }
 

@@ -27,7 +27,14 @@ const BUILD_PACKAGES: &[&str] = &[
 const EBPF_TOOLCHAIN: &str = "rust-web";
 const BPF_LINKER_VERSION: &str = "0.13.0";
 /// Packages the integration tests use: real clients and inspection tools.
-const TEST_PACKAGES: &[&str] = &["curl", "openssl", "bpftool", "ca-certificates"];
+const TEST_PACKAGES: &[&str] = &[
+    "curl",
+    "openssl",
+    "bpftool",
+    "ca-certificates",
+    "libssl-dev",
+    "pkg-config",
+];
 
 fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
@@ -137,6 +144,12 @@ pub fn build_tools() -> anyhow::Result<()> {
             .env("LLVM_PREFIX", "/usr/lib/llvm-22"))?;
     }
     Ok(())
+}
+
+/// What the benchmark needs besides the build: openssl (certificates),
+/// bpftool (per-program run time), and libssl-dev for the benchmark client.
+pub fn apt_install_bench() -> anyhow::Result<()> {
+    apt_install(&["openssl", "bpftool", "libssl-dev", "pkg-config"])
 }
 
 /// Paths the integration tests get.
