@@ -159,7 +159,10 @@ pub fn bench(short: bool) -> anyhow::Result<()> {
     std::fs::write(&json_path, serde_json::to_vec_pretty(&report)?)?;
     let table = table(&report);
     std::fs::write(out_dir.join("report.md"), &table)?;
-    #[expect(clippy::print_stdout, reason = "the report table is the command's output")]
+    #[expect(
+        clippy::print_stdout,
+        reason = "the report table is the command's output"
+    )]
     {
         print!("{table}");
     }
