@@ -83,6 +83,18 @@ struct FileId {
     inode: u64,
 }
 
+impl FileId {
+    /// From the `major:minor` (hex) and inode fields of a maps line.
+    fn from_maps(dev: &str, inode: u64) -> Option<Self> {
+        let (major, minor) = dev.split_once(':')?;
+        Some(Self {
+            major: u32::from_str_radix(major, 16).ok()?,
+            minor: u32::from_str_radix(minor, 16).ok()?,
+            inode,
+        })
+    }
+}
+
 pub struct Attacher {
     ebpf: Ebpf,
     seen: HashSet<FileId>,
@@ -377,13 +389,7 @@ fn kernel_file_id(file: &std::fs::File) -> Option<FileId> {
             let line = maps.lines().find(|l| l.starts_with(&prefix))?;
             let mut fields = line.split_whitespace();
             let dev = fields.nth(3)?;
-            let inode: u64 = fields.next()?.parse().ok()?;
-            let (major, minor) = dev.split_once(':')?;
-            Some(FileId {
-                major: u32::from_str_radix(major, 16).ok()?,
-                minor: u32::from_str_radix(minor, 16).ok()?,
-                inode,
-            })
+            FileId::from_maps(dev, fields.next()?.parse().ok()?)
         });
     // SAFETY: unmapping exactly the mapping made above.
     unsafe { libc::munmap(addr, 4096) };
@@ -431,13 +437,8 @@ fn parse_maps_line(line: &str) -> Option<Mapping<'_>> {
     {
         return None;
     }
-    let (major, minor) = dev.split_once(':')?;
     Some(Mapping {
-        id: FileId {
-            major: u32::from_str_radix(major, 16).ok()?,
-            minor: u32::from_str_radix(minor, 16).ok()?,
-            inode,
-        },
+        id: FileId::from_maps(dev, inode)?,
         range,
         path,
     })
