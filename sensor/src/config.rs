@@ -7,8 +7,9 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 /// Event actions the sensor can emit.
-pub const ACTIONS: [&str; 5] = [
+pub const ACTIONS: [&str; 6] = [
     "model_call",
+    "credential_shared",
     "connect",
     "process_exec",
     "process_exit",
@@ -34,6 +35,21 @@ pub struct Config {
     pub health_interval_secs: u64,
     /// Bytes of each HTTP body kept for parsing (model, usage). Default 256 KiB.
     pub body_capture_bytes: usize,
+    /// `k8s.node.name`. Default: the `NODE_NAME` or `K8S_NODE_NAME`
+    /// environment variable (set it from the downward API in a DaemonSet).
+    pub node_name: Option<String>,
+    /// Trust domain of SPIFFE IDs derived from namespace and service
+    /// account when a workload holds no SVID. Default `cluster.local`.
+    pub spiffe_trust_domain: String,
+    /// Paths inside a container where a workload's X.509 SVID may be.
+    pub spiffe_svid_paths: Vec<String>,
+    /// The node's root filesystem as the sensor sees it: container runtime
+    /// state (`/var/lib/docker`, `/run/containerd`, ...) is read below it.
+    /// Default `/`; in a pod, the hostPath mount of `/`.
+    pub host_root: PathBuf,
+    /// A credential used by two or more actors within this many seconds is
+    /// reported as shared. Default 3600.
+    pub credential_share_window_secs: u64,
 }
 
 impl Default for Config {
@@ -45,6 +61,11 @@ impl Default for Config {
             events: ACTIONS.iter().map(|s| (*s).to_owned()).collect(),
             health_interval_secs: 60,
             body_capture_bytes: 256 * 1024,
+            node_name: None,
+            spiffe_trust_domain: "cluster.local".into(),
+            spiffe_svid_paths: crate::identity::IdentityConfig::default().spiffe_svid_paths,
+            host_root: PathBuf::from("/"),
+            credential_share_window_secs: 3600,
         }
     }
 }
@@ -110,7 +131,48 @@ impl Config {
                 message: "must be at least 1024".into(),
             });
         }
+        if self.credential_share_window_secs == 0 {
+            return Err(ConfigError::Invalid {
+                key: "credential_share_window_secs",
+                message: "must be at least 1".into(),
+            });
+        }
+        let td = &self.spiffe_trust_domain;
+        if td.is_empty()
+            || !td.bytes().all(|b| {
+                b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'_')
+            })
+        {
+            return Err(ConfigError::Invalid {
+                key: "spiffe_trust_domain",
+                message: format!(
+                    "`{td}` is not a trust domain (lowercase letters, digits, `.`, `-`, `_`)"
+                ),
+            });
+        }
+        if !self.host_root.is_absolute() {
+            return Err(ConfigError::Invalid {
+                key: "host_root",
+                message: "must be an absolute path".into(),
+            });
+        }
         Ok(())
+    }
+
+    /// What the identity resolver needs.
+    pub fn identity(&self) -> crate::identity::IdentityConfig {
+        let node_name = self.node_name.clone().or_else(|| {
+            ["NODE_NAME", "K8S_NODE_NAME"]
+                .iter()
+                .find_map(|v| std::env::var(v).ok().filter(|s| !s.is_empty()))
+        });
+        crate::identity::IdentityConfig {
+            node_name,
+            spiffe_trust_domain: self.spiffe_trust_domain.clone(),
+            spiffe_svid_paths: self.spiffe_svid_paths.clone(),
+            host_root: self.host_root.clone(),
+            proc_root: PathBuf::from("/proc"),
+        }
     }
 
     pub fn emits(&self, action: &str) -> bool {

@@ -4,7 +4,7 @@
 use std::{
     collections::BTreeSet,
     sync::{Arc, Mutex, mpsc},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use anyhow::Context as _;
@@ -24,6 +24,8 @@ use crate::{
 
 /// How often kernel loss counters are checked; a change is reported at once.
 const LOSS_CHECK: Duration = Duration::from_secs(1);
+/// How often image layers are looked at for TLS libraries of new images.
+const LAYER_RESCAN: Duration = Duration::from_secs(5);
 
 fn attach_stats(stats: &Mutex<AttachStats>) -> AttachStats {
     stats
@@ -63,10 +65,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let (scan_tx, scan_rx) = mpsc::channel::<u32>();
     let (ready_tx, ready_rx) = oneshot::channel::<Result<(), String>>();
     let attacher_stats = Arc::clone(&stats);
+    let host_root = config.host_root.clone();
     let attacher = std::thread::Builder::new()
         .name("attacher".into())
         .spawn(move || -> anyhow::Result<()> {
-            let mut attacher = match Attacher::new(ebpf, attacher_stats) {
+            let mut attacher = match Attacher::new(ebpf, &host_root, attacher_stats) {
                 Ok(attacher) => attacher,
                 Err(err) => {
                     let _ = ready_tx.send(Err(err.to_string()));
@@ -76,11 +79,24 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             attacher.scan_system();
             let _ = ready_tx.send(Ok(()));
             // Batches of pids: an exec is followed by a burst of mmaps.
-            while let Ok(pid) = scan_rx.recv() {
-                let mut batch = BTreeSet::from([pid]);
-                batch.extend(scan_rx.try_iter());
-                for pid in batch {
-                    attacher.scan_pid(pid);
+            // Between them, image layers are looked at for new images.
+            let mut layers_scanned = Instant::now();
+            loop {
+                let first = match scan_rx.recv_timeout(LAYER_RESCAN) {
+                    Ok(pid) => Some(pid),
+                    Err(mpsc::RecvTimeoutError::Timeout) => None,
+                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                };
+                if let Some(pid) = first {
+                    let mut batch = BTreeSet::from([pid]);
+                    batch.extend(scan_rx.try_iter());
+                    for pid in batch {
+                        attacher.scan_pid(pid);
+                    }
+                }
+                if layers_scanned.elapsed() >= LAYER_RESCAN {
+                    attacher.scan_image_layers();
+                    layers_scanned = Instant::now();
                 }
             }
             // Dropping the attacher drops the eBPF object: every program is
@@ -97,6 +113,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         Box::new(StdoutSink::new()),
     );
     pipeline.set_kernel_tables(tables);
+    pipeline.set_scan_sender(scan_tx.clone());
     pipeline.procs.seed();
     // SAFETY: the fd belongs to the RingBuf owned by the AsyncFd and stays
     // open, and the same, for as long as the AsyncFd lives.
@@ -136,9 +153,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                     guard.clear_ready();
                 }
                 pipeline.flush();
-                for pid in pipeline.take_scan_requests() {
-                    let _ = scan_tx.send(pid);
-                }
             }
             Some(result) = async { match ready.as_mut() { Some(rx) => Some(rx.await), None => None } }, if ready.is_some() => {
                 ready = None;
@@ -174,6 +188,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     info!("stopping");
     // Detach first (dropping the attacher's eBPF object unloads every
     // program), so no new records arrive; then drain what is left.
+    pipeline.stop_scans();
     drop(scan_tx);
     match attacher.join() {
         Ok(result) => result?,

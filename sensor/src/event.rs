@@ -5,10 +5,10 @@
 
 use serde_json::{Map, Value};
 
-use crate::identity::process::ProcessInfo;
+use crate::identity::{ProcIdentity, process::ProcessInfo};
 
 /// Version of the event schema; bumped on any breaking change.
-pub const SCHEMA_VERSION: &str = "1.0.0";
+pub const SCHEMA_VERSION: &str = "1.1.0";
 
 /// An event under construction. Fields are set by dotted path; `None`
 /// values are left out, so absent means unknown.
@@ -78,6 +78,62 @@ impl Event {
             .set("process.group.id", info.gid)
             .set("process.cgroup.id", info.cgroup_id)
             .set("process.attribution_source", info.source)
+    }
+
+    /// Who the process is beyond the process table: user and login user,
+    /// terminal, container, Kubernetes pod, workload identity.
+    pub fn set_identity(&mut self, id: &ProcIdentity, node_name: Option<&str>) -> &mut Self {
+        self.set("process.user.name", id.user_name.clone())
+            .set("process.loginuid", id.loginuid)
+            .set("process.sessionid", id.sessionid)
+            .set("process.tty", id.tty.clone())
+            .set("process.cgroup.path", id.cgroup_path.clone());
+        if let Some(loginuid) = id.loginuid {
+            // The human: who logged in, whatever the process runs as.
+            self.set("process.login_user.id", loginuid)
+                .set("process.login_user.name", id.login_user_name.clone())
+                .set("user.id", loginuid.to_string())
+                .set("user.name", id.login_user_name.clone());
+        }
+        if let Some(cloud) = &id.cloud {
+            self.set("workload.cloud_identity", cloud.identity.clone())
+                .set("workload.cloud_provider", cloud.provider)
+                .set("workload.cloud_identity_source", cloud.mechanism)
+                .set("workload.cloud_tenant", cloud.tenant.clone());
+        }
+        let mut unresolved: Vec<&str> = id.unresolved.clone();
+        if let Some(c) = &id.container {
+            self.set("container.id", c.id.clone())
+                .set("container.runtime", c.runtime)
+                .set("container.name", c.name.clone())
+                .set("container.image.name", c.image_name.clone());
+            if c.is_kubernetes() {
+                self.set("k8s.pod.uid", c.pod_uid.clone())
+                    .set("k8s.pod.name", c.pod_name.clone())
+                    .set("k8s.namespace.name", c.namespace.clone())
+                    .set("k8s.container.name", c.k8s_container_name.clone())
+                    .set("k8s.service_account.name", c.service_account.clone())
+                    .set("k8s.node.name", node_name);
+                for (field, known) in [
+                    ("k8s.pod.name", c.pod_name.is_some()),
+                    ("k8s.namespace.name", c.namespace.is_some()),
+                    ("k8s.service_account.name", c.service_account.is_some()),
+                ] {
+                    if !known {
+                        unresolved.push(field);
+                    }
+                }
+            }
+            self.set("workload.spiffe_id", c.spiffe_id.clone())
+                .set("workload.spiffe_id_source", c.spiffe_source);
+            if !c.runtime_state_found {
+                unresolved.extend(["container.name", "container.image.name"]);
+            }
+        }
+        if !unresolved.is_empty() {
+            self.set("identity.unresolved", unresolved);
+        }
+        self
     }
 
     pub fn into_value(self) -> Value {

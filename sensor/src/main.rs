@@ -31,6 +31,18 @@ struct Cli {
     /// Seconds between `sensor_health` events.
     #[arg(long)]
     health_interval_secs: Option<u64>,
+    /// `k8s.node.name` (default: $NODE_NAME or $K8S_NODE_NAME).
+    #[arg(long)]
+    node_name: Option<String>,
+    /// Trust domain of derived SPIFFE IDs (default cluster.local).
+    #[arg(long)]
+    spiffe_trust_domain: Option<String>,
+    /// The node's root as the sensor sees it; runtime state is read below.
+    #[arg(long)]
+    host_root: Option<PathBuf>,
+    /// Window in seconds for reporting a credential shared by actors.
+    #[arg(long)]
+    credential_share_window_secs: Option<u64>,
     /// Log filter for stderr (tracing syntax), e.g. `info`, `sensor=debug`.
     #[arg(long, env = "SENSOR_LOG", default_value = "info")]
     log: String,
@@ -66,6 +78,18 @@ fn run() -> anyhow::Result<()> {
     }
     if let Some(v) = cli.health_interval_secs {
         config.health_interval_secs = v;
+    }
+    if let Some(v) = cli.node_name {
+        config.node_name = Some(v);
+    }
+    if let Some(v) = cli.spiffe_trust_domain {
+        config.spiffe_trust_domain = v;
+    }
+    if let Some(v) = cli.host_root {
+        config.host_root = v;
+    }
+    if let Some(v) = cli.credential_share_window_secs {
+        config.credential_share_window_secs = v;
     }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -2,7 +2,7 @@
 //! connection tables -> TLS session reassembly -> HTTP -> model call
 //! recognition -> enriched events -> sink.
 
-use std::{collections::BTreeMap, net::SocketAddr};
+use std::{collections::BTreeMap, net::SocketAddr, sync::Arc};
 
 use serde_json::json;
 use tracing::warn;
@@ -14,11 +14,18 @@ use crate::{
     credential::Fingerprinter,
     decode::{self, Record, Task},
     event::{Clock, Event, rfc3339},
-    identity::process::{ExecInfo, ProcessTable},
+    identity::{
+        ProcIdentity, Resolver,
+        process::{ExecInfo, ProcessTable},
+    },
     model,
     session::{Exchange, Sessions},
+    sharing::{Actor, ShareTracker},
     sink::Sink,
 };
+
+/// Ancestors listed on an event at most.
+const MAX_ANCESTRY: usize = 16;
 
 /// Counters kept in user space, reported in `sensor_health`.
 #[derive(Debug, Default, Clone, serde::Serialize)]
@@ -30,6 +37,7 @@ pub struct Counters {
     pub non_tcp_connects: u64,
     pub http_exchanges: u64,
     pub model_calls: u64,
+    pub credentials_shared: u64,
 }
 
 pub struct Pipeline {
@@ -39,6 +47,8 @@ pub struct Pipeline {
     clock: Clock,
     sequence: u64,
     pub procs: ProcessTable,
+    identity: Resolver,
+    sharing: ShareTracker,
     conns: ConnTable,
     sessions: Sessions,
     fingerprinter: Fingerprinter,
@@ -46,6 +56,9 @@ pub struct Pipeline {
     counters: Counters,
     /// Pids whose mappings the attacher should look at (exec, mmap).
     scan_requests: Vec<u32>,
+    /// The attacher's queue: requests go out as soon as they arise, not
+    /// after the batch of records (a fresh client is racing the attach).
+    scan_tx: Option<std::sync::mpsc::Sender<u32>>,
     /// The kernel's connection tables, cleaned as processes end (absent in
     /// tests without a kernel).
     kernel: Option<KernelTables>,
@@ -59,6 +72,8 @@ impl Pipeline {
         sink: Box<dyn Sink + Send>,
     ) -> Self {
         let body_cap = config.body_capture_bytes;
+        let identity = Resolver::new(config.identity());
+        let sharing = ShareTracker::new(config.credential_share_window_secs);
         Self {
             config,
             host_name,
@@ -66,12 +81,15 @@ impl Pipeline {
             clock: Clock::new(),
             sequence: 0,
             procs: ProcessTable::new(),
+            identity,
+            sharing,
             conns: ConnTable::default(),
             sessions: Sessions::new(body_cap),
             fingerprinter,
             sink,
             counters: Counters::default(),
             scan_requests: Vec::new(),
+            scan_tx: None,
             kernel: None,
         }
     }
@@ -83,6 +101,27 @@ impl Pipeline {
     /// Pids to hand to the attacher since the last call.
     pub fn take_scan_requests(&mut self) -> Vec<u32> {
         std::mem::take(&mut self.scan_requests)
+    }
+
+    /// Sends scan requests straight to the attacher from now on.
+    pub fn set_scan_sender(&mut self, tx: std::sync::mpsc::Sender<u32>) {
+        self.scan_tx = Some(tx);
+    }
+
+    /// Drops the attacher's queue (shutdown: the attacher ends when every
+    /// sender is gone).
+    pub fn stop_scans(&mut self) {
+        self.scan_tx = None;
+    }
+
+    fn request_scan(&mut self, pid: u32) {
+        match &self.scan_tx {
+            Some(tx) => {
+                // A closed queue means the sensor is stopping.
+                let _ = tx.send(pid);
+            }
+            None => self.scan_requests.push(pid),
+        }
     }
 
     /// Handles one ring buffer record.
@@ -120,7 +159,10 @@ impl Pipeline {
                 let exchanges = self.sessions.on_exit(task.pid, task.ts_ns);
                 self.on_exchanges(exchanges);
                 self.procs.on_exec(&task, &exec);
-                self.scan_requests.push(task.pid);
+                self.request_scan(task.pid);
+                // Identity is read now, while the new image runs: a
+                // short-lived process may be gone by its first event.
+                self.identity_of(task.pid, &task);
                 if self.config.emits("process_exec") {
                     let mut event = Event::new("process_exec");
                     event
@@ -208,7 +250,7 @@ impl Pipeline {
                 let _ = self.conns.get(task.pid, fd);
             }
             Record::ExecMmap { task, .. } | Record::RootChange { task } => {
-                self.scan_requests.push(task.pid)
+                self.request_scan(task.pid)
             }
         }
     }
@@ -234,15 +276,110 @@ impl Pipeline {
                 gid: 0,
             };
             self.with_process(&mut event, &task);
-            self.emit_at(event, ex.request.first_ts);
+            let shared = self.observe_credential(&mut event, ex.pid, ex.request.first_ts);
+            let id = self.emit_at(event, ex.request.first_ts);
+            if let Some((fingerprint, actor_key, report)) = shared {
+                self.sharing.note_event(&fingerprint, &actor_key, id);
+                if let Some(report) = report {
+                    self.credential_shared(report, ex.request.first_ts);
+                }
+            }
         }
+    }
+
+    /// Notes who used the model call's credential; marks the event when the
+    /// credential is shared. Returns the fingerprint, the actor and a
+    /// `credential_shared` report when this use revealed a new sharer.
+    fn observe_credential(
+        &mut self,
+        event: &mut Event,
+        pid: u32,
+        ts: u64,
+    ) -> Option<(String, String, Option<serde_json::Value>)> {
+        let fingerprint = event.get("credential.fingerprint")?.as_str()?.to_owned();
+        let kind = event
+            .get("credential.kind")
+            .and_then(|v| v.as_str())
+            .unwrap_or("unknown")
+            .to_owned();
+        let actor = match self.procs.get_or_resolve(pid) {
+            Some(info) => Actor::of(info, info.identity.as_deref()),
+            None => Actor {
+                key: format!("host-process:{pid}"),
+                fields: json!({"process": {"pid": pid}}),
+            },
+        };
+        let key = actor.key.clone();
+        let seen = self.sharing.observe(&fingerprint, &kind, actor, ts);
+        if seen.actors >= 2 {
+            event
+                .set("credential.shared", true)
+                .set("credential.actor_count", seen.actors as u64);
+        }
+        Some((fingerprint, key, seen.report))
+    }
+
+    fn credential_shared(&mut self, report: serde_json::Value, ts: u64) {
+        self.counters.credentials_shared += 1;
+        if !self.config.emits("credential_shared") {
+            return;
+        }
+        let mut event = Event::new("credential_shared");
+        event
+            .set("event.kind", "alert")
+            .set("event.category", json!(["iam"]))
+            .set("event.type", json!(["info"]))
+            .set("credential.fingerprint", report["fingerprint"].clone())
+            .set("credential.kind", report["kind"].clone())
+            .set("credential.actor_count", report["actor_count"].clone())
+            .set(
+                "credential.share_window_seconds",
+                report["window_seconds"].clone(),
+            )
+            .set("credential.actors", report["actors"].clone())
+            .set(
+                "message",
+                format!(
+                    "credential {} used by {} distinct actors",
+                    report["fingerprint"].as_str().unwrap_or_default(),
+                    report["actor_count"]
+                ),
+            );
+        self.emit_at(event, ts);
+    }
+
+    /// The identity of a process, resolved once and cached on its table
+    /// entry: from /proc while it lives, else from what the kernel sent.
+    fn identity_of(&mut self, pid: u32, task: &Task) -> Option<Arc<ProcIdentity>> {
+        let (uid, cgroup_id, known) = {
+            let info = self.procs.get_or_resolve(pid)?;
+            (info.uid, info.cgroup_id, info.identity.clone())
+        };
+        if known.is_some() {
+            return known;
+        }
+        let cgroup_id = cgroup_id.or((task.cgroup_id != 0).then_some(task.cgroup_id));
+        let uid = uid.or((task.cgroup_id != 0).then_some(task.uid));
+        let identity = match self.identity.resolve_process(pid, uid, cgroup_id) {
+            Some(identity) => identity,
+            None => self.identity.from_kernel(uid, cgroup_id),
+        };
+        let identity = Arc::new(identity);
+        self.procs.set_identity(pid, Arc::clone(&identity));
+        Some(identity)
     }
 
     /// Adds the process fields: from the table, else what the record says.
     fn with_process(&mut self, event: &mut Event, task: &Task) {
+        let identity = self.identity_of(task.pid, task);
         match self.procs.get_or_resolve(task.pid) {
             Some(info) => {
                 event.set_process(info, Some(task.tid));
+                if let Some(start) = info.start_boot_ns {
+                    event
+                        .set("process.start", rfc3339(self.clock.wall_ns(start)))
+                        .set("process.entity_id", format!("{}-{start}", info.pid));
+                }
             }
             None => {
                 // Gone before the sensor could look: say what is known.
@@ -250,23 +387,84 @@ impl Pipeline {
                     .set("process.pid", task.pid)
                     .set("process.thread.id", task.tid)
                     .set("process.attribution_source", "kernel");
+                let mut identity = ProcIdentity::default();
                 if task.cgroup_id != 0 {
                     event
                         .set("process.user.id", task.uid)
                         .set("process.group.id", task.gid)
                         .set("process.cgroup.id", task.cgroup_id);
+                    identity = self
+                        .identity
+                        .from_kernel(Some(task.uid), Some(task.cgroup_id));
                 }
+                identity.unresolved.extend([
+                    "process.executable.path",
+                    "process.command_line",
+                    "process.parent_pid",
+                ]);
+                event.set_identity(&identity, self.identity.node_name());
+                return;
             }
+        }
+        if let Some(identity) = &identity {
+            event.set_identity(identity, self.identity.node_name());
+        }
+        let ancestry = self.ancestry(task.pid, identity.as_deref());
+        if !ancestry.is_empty() {
+            event.set("process.ancestry", ancestry);
         }
     }
 
-    fn emit_at(&mut self, mut event: Event, boot_ns: u64) {
-        event.set("@timestamp", rfc3339(self.clock.wall_ns(boot_ns)));
-        self.emit(event);
+    /// The chain of parents, nearest first, up to the container's first
+    /// process or the host's init.
+    fn ancestry(&mut self, pid: u32, identity: Option<&ProcIdentity>) -> Vec<serde_json::Value> {
+        let container = identity
+            .and_then(|i| i.container.as_ref())
+            .map(|c| c.id.clone());
+        let mut chain = Vec::new();
+        let mut next = self.procs.get_or_resolve(pid).and_then(|i| i.ppid);
+        while let Some(ppid) = next {
+            if ppid == 0 || chain.len() >= MAX_ANCESTRY {
+                break;
+            }
+            let task = Task {
+                ts_ns: 0,
+                pid: ppid,
+                tid: ppid,
+                cgroup_id: 0,
+                uid: 0,
+                gid: 0,
+            };
+            let parent_container = self
+                .identity_of(ppid, &task)
+                .and_then(|i| i.container.as_ref().map(|c| c.id.clone()));
+            if container.is_some() && parent_container != container {
+                // The runtime's shim or the host: outside the container.
+                break;
+            }
+            let Some(info) = self.procs.get_or_resolve(ppid) else {
+                break;
+            };
+            let mut entry = json!({"pid": ppid});
+            if let Some(exe) = &info.exe {
+                entry["executable"] = json!(exe);
+            }
+            if let Some(start) = info.start_boot_ns {
+                entry["start"] = json!(rfc3339(self.clock.wall_ns(start)));
+            }
+            next = info.ppid;
+            chain.push(entry);
+        }
+        chain
     }
 
-    /// Stamps id, sequence and host, and writes the event.
-    pub fn emit(&mut self, mut event: Event) {
+    fn emit_at(&mut self, mut event: Event, boot_ns: u64) -> String {
+        event.set("@timestamp", rfc3339(self.clock.wall_ns(boot_ns)));
+        self.emit(event)
+    }
+
+    /// Stamps id, sequence and host, and writes the event. Returns its id.
+    pub fn emit(&mut self, mut event: Event) -> String {
         if event.get("@timestamp").is_none() {
             event.set(
                 "@timestamp",
@@ -274,11 +472,9 @@ impl Pipeline {
             );
         }
         self.sequence += 1;
+        let id = format!("{}-{:012x}", self.instance, self.sequence);
         event
-            .set(
-                "event.id",
-                format!("{}-{:012x}", self.instance, self.sequence),
-            )
+            .set("event.id", id.clone())
             .set("event.sequence", self.sequence)
             .set("host.name", self.host_name.clone())
             .set("observer.type", "sensor")
@@ -293,7 +489,7 @@ impl Pipeline {
             Err(err) => {
                 self.counters.sink_errors += 1;
                 warn!(%err, "event not serializable");
-                return;
+                return id;
             }
         };
         if let Err(err) = self.sink.write(&line) {
@@ -302,6 +498,7 @@ impl Pipeline {
                 warn!(%err, count = self.counters.sink_errors, "sink write failed");
             }
         }
+        id
     }
 
     pub fn flush(&mut self) {
@@ -319,6 +516,8 @@ impl Pipeline {
         let exchanges = self.sessions.sweep(now);
         self.on_exchanges(exchanges);
         self.procs.sweep();
+        self.identity.sweep();
+        self.sharing.sweep(now);
     }
 
     /// Finishes every open session (shutdown).
@@ -362,6 +561,11 @@ impl Pipeline {
                 serde_json::to_value(self.sessions.stats()).unwrap_or_default(),
             )
             .set("sensor.processes_tracked", self.procs.len() as u64)
+            .set(
+                "sensor.identity",
+                serde_json::to_value(self.identity.stats()).unwrap_or_default(),
+            )
+            .set("sensor.credentials_tracked", self.sharing.len() as u64)
             .set("sensor.tls.files_probed", probed)
             .set("sensor.tls.files_checked", attach.files_checked)
             .set("sensor.tls.attach_failures", attach.attach_failures)

@@ -11,6 +11,9 @@
     reason = "test harness"
 )]
 
+pub mod cri;
+pub mod runtime;
+
 use std::{
     io::{BufRead as _, BufReader, Read as _},
     os::unix::process::CommandExt as _,
@@ -93,6 +96,8 @@ impl Sensor {
             .arg(dir.join("fingerprint.key"))
             .args([
                 "--host-name",
+                "it-node",
+                "--node-name",
                 "it-node",
                 "--health-interval-secs",
                 "5",

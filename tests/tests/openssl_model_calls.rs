@@ -559,10 +559,13 @@ fn a_new_root_with_its_own_libssl_is_armed_before_its_first_request() {
                 return Err(std::io::Error::last_os_error());
             }
             // runc pivots into the container's root well before it execs the
-            // entrypoint; 30 ms is a short such gap.
+            // entrypoint (the runtime's create and start are two steps).
+            // Probing a file not probed before waits for an RCU grace
+            // period in the kernel: about 10 ms on an idle machine, measured
+            // at 0.1 to 1 s on this 2-core VM under the test suite's load.
             let pause = libc::timespec {
-                tv_sec: 0,
-                tv_nsec: 30_000_000,
+                tv_sec: 1,
+                tv_nsec: 0,
             };
             libc::nanosleep(&pause, std::ptr::null_mut());
             Ok(())

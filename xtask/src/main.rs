@@ -140,6 +140,8 @@ fn test(unit_only: bool, args: &[String]) -> anyhow::Result<()> {
         .args(args)
         .env("SENSOR_BIN", root.join("target/release/sensor"))
         .env("SENSOR_TEST_VENV", &env.venv)
-        .env("SENSOR_TEST_NODE_DIR", &env.node_dir);
+        .env("SENSOR_TEST_NODE_DIR", &env.node_dir)
+        .env("SENSOR_TEST_IMAGE", &env.runtimes.image)
+        .env("SENSOR_TEST_CONTAINERS_CONF", &env.runtimes.containers_conf);
     run(&mut cmd)
 }

@@ -50,6 +50,29 @@ const LIBRARY_DIRS: [&str; 6] = [
     "/usr/local/lib",
 ];
 
+/// Where container runtimes keep the unpacked layers of their images, as
+/// (directory of layers, the layer's root inside each entry). A TLS
+/// library in a layer is probed before any container of the image starts:
+/// overlayfs maps the layer's own file, so the probe covers every
+/// container made from it, from its first request.
+const IMAGE_LAYER_DIRS: [(&str, &str); 3] = [
+    // docker (overlay2)
+    ("var/lib/docker/overlay2", "diff"),
+    // containerd (overlayfs snapshotter), CRI pods included
+    (
+        "var/lib/containerd/io.containerd.snapshotter.v1.overlayfs/snapshots",
+        "fs",
+    ),
+    // podman and CRI-O (containers/storage)
+    ("var/lib/containers/storage/overlay", "diff"),
+];
+
+/// Program directories scanned at start for executables with a TLS library
+/// linked in.
+const EXECUTABLE_DIRS: [&str; 5] = ["usr/bin", "usr/local/bin", "bin", "usr/sbin", "opt/bin"];
+/// Smaller executables do not carry OpenSSL or BoringSSL linked in.
+const MIN_STATIC_TLS_EXECUTABLE: u64 = 2 << 20;
+
 /// A file the sensor probes.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ProbedFile {
@@ -101,13 +124,19 @@ pub struct Attacher {
     /// Root directories (device, inode) whose library directories were
     /// scanned.
     roots: HashSet<(u64, u64)>,
+    /// The node's root as the sensor sees it (image layers are below it).
+    host_root: PathBuf,
     stats: Arc<Mutex<AttachStats>>,
 }
 
 impl Attacher {
     /// Loads the uprobe programs (not attached yet) and takes ownership of
     /// the eBPF object: dropping the attacher detaches every program.
-    pub fn new(mut ebpf: Ebpf, stats: Arc<Mutex<AttachStats>>) -> Result<Self, LoadError> {
+    pub fn new(
+        mut ebpf: Ebpf,
+        host_root: &Path,
+        stats: Arc<Mutex<AttachStats>>,
+    ) -> Result<Self, LoadError> {
         for name in ENTRY_PROGRAMS
             .iter()
             .map(|(_, p)| *p)
@@ -132,14 +161,17 @@ impl Attacher {
             ebpf,
             seen: HashSet::new(),
             roots: HashSet::new(),
+            host_root: host_root.to_path_buf(),
             stats,
         })
     }
 
-    /// Start-up scan: libssl files in the usual directories, then every
-    /// running process's mappings.
+    /// Start-up scan: libssl files in the usual directories and in
+    /// container image layers, then every running process's mappings.
     pub fn scan_system(&mut self) {
         self.scan_root(Path::new("/"));
+        self.scan_image_layers();
+        self.scan_executables();
         let Ok(entries) = std::fs::read_dir("/proc") else {
             return;
         };
@@ -172,24 +204,67 @@ impl Attacher {
                 continue;
             };
             for entry in entries.flatten() {
-                if !entry.file_name().to_string_lossy().starts_with("libssl.so") {
-                    continue;
+                if entry.file_name().to_string_lossy().starts_with("libssl.so") {
+                    self.consider_path(&entry.path(), root);
                 }
-                let path = entry.path();
-                // The identity the kernel gives the file (for overlayfs, the
-                // real lower-layer inode), so a later mapping of the same
-                // file is recognised and not probed twice.
-                let Some(id) = std::fs::File::open(&path)
-                    .ok()
-                    .and_then(|f| kernel_file_id(&f))
-                else {
-                    continue;
-                };
-                let shown = match path.strip_prefix(root) {
-                    Ok(inner) => format!("/{}", inner.display()),
-                    Err(_) => path.display().to_string(),
-                };
-                self.consider(id, std::slice::from_ref(&path), &shown);
+            }
+        }
+    }
+
+    /// Checks a file found on disk (not through a mapping).
+    fn consider_path(&mut self, path: &Path, root: &Path) {
+        // The identity the kernel gives the file (for overlayfs, the real
+        // lower-layer inode), so a later mapping of the same file is
+        // recognised and not probed twice.
+        let Some(id) = std::fs::File::open(path)
+            .ok()
+            .and_then(|f| kernel_file_id(&f))
+        else {
+            return;
+        };
+        let shown = match path.strip_prefix(root) {
+            Ok(inner) => format!("/{}", inner.display()),
+            Err(_) => path.display().to_string(),
+        };
+        self.consider(id, &[path.to_path_buf()], &shown);
+    }
+
+    /// Start-up scan of the executables in the usual program directories
+    /// that are big enough to carry a TLS library linked in (node, Bun-style
+    /// single binaries, a static curl): those exporting the OpenSSL API are
+    /// probed before their first run, which would otherwise race the attach.
+    fn scan_executables(&mut self) {
+        use std::os::unix::fs::PermissionsExt as _;
+        for dir in EXECUTABLE_DIRS {
+            let Ok(entries) = std::fs::read_dir(self.host_root.join(dir)) else {
+                continue;
+            };
+            let root = self.host_root.clone();
+            for entry in entries.flatten() {
+                let Ok(meta) = entry.metadata() else { continue };
+                if meta.is_file()
+                    && meta.permissions().mode() & 0o111 != 0
+                    && meta.len() >= MIN_STATIC_TLS_EXECUTABLE
+                {
+                    self.consider_path(&entry.path(), &root);
+                }
+            }
+        }
+    }
+
+    /// Probes TLS libraries in image layers not seen before (images pulled
+    /// since the last scan). Cheap when nothing is new: one directory
+    /// listing per runtime.
+    pub fn scan_image_layers(&mut self) {
+        for (layers, inner) in IMAGE_LAYER_DIRS {
+            let Ok(entries) = std::fs::read_dir(self.host_root.join(layers)) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let layer = entry.path().join(inner);
+                if layer.is_dir() {
+                    self.scan_root(&layer);
+                }
             }
         }
     }

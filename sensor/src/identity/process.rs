@@ -9,10 +9,11 @@
 use std::{
     collections::{HashMap, VecDeque},
     fs,
+    sync::Arc,
     time::{Duration, Instant},
 };
 
-use super::mask::mask_command_line;
+use super::{ProcIdentity, mask::mask_command_line};
 use crate::decode::Task;
 
 /// What an exec record says, besides the task.
@@ -29,7 +30,7 @@ const EXIT_GRACE: Duration = Duration::from_secs(30);
 /// Fork records remembered for processes that have not exec'd.
 const MAX_FORKS: usize = 65_536;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct ProcessInfo {
     pub pid: u32,
     pub ppid: Option<u32>,
@@ -47,6 +48,8 @@ pub struct ProcessInfo {
     pub start_boot_ns: Option<u64>,
     /// Where the data came from: `exec`, `fork`, `procfs`.
     pub source: &'static str,
+    /// User, container, pod and workload identity, once resolved.
+    pub identity: Option<Arc<ProcIdentity>>,
 }
 
 impl ProcessInfo {
@@ -62,6 +65,7 @@ impl ProcessInfo {
             cgroup_id: None,
             start_boot_ns: None,
             source,
+            identity: None,
         }
     }
 }
@@ -176,6 +180,12 @@ impl ProcessTable {
         if let Some(info) = self.live.get(&pid) {
             self.exited
                 .push_back((Instant::now(), pid, info.start_boot_ns));
+        }
+    }
+
+    pub fn set_identity(&mut self, pid: u32, identity: Arc<ProcIdentity>) {
+        if let Some(info) = self.live.get_mut(&pid) {
+            info.identity = Some(identity);
         }
     }
 
