@@ -77,9 +77,79 @@ impl ConnTable {
     }
 }
 
-/// Local address of a socket fd: its inode from `/proc/<pid>/fd/<fd>`, then
-/// the row with that inode in the process's `/proc/<pid>/net/tcp{,6}`.
+/// Local address of a socket fd: asked of the socket itself (a copy of the
+/// fd through `pidfd_getfd`, then `getsockname`), which costs the same
+/// whatever the number of sockets on the host; else looked up in /proc.
 fn local_address(pid: u32, fd: i32, remote: SocketAddr) -> Option<SocketAddr> {
+    let local = socket_name(pid, fd).or_else(|| local_address_from_proc(pid, fd, remote))?;
+    // Report an IPv4-mapped local address as IPv4 like the remote.
+    Some(match (local.ip(), remote.ip()) {
+        (IpAddr::V6(v6), IpAddr::V4(_)) => SocketAddr::new(
+            v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+            local.port(),
+        ),
+        _ => local,
+    })
+}
+
+/// `getsockname` on a copy of the process's fd (Linux 5.6+; needs the
+/// right to ptrace the process). The copy is closed at once; the process's
+/// socket is not touched.
+fn socket_name(pid: u32, fd: i32) -> Option<SocketAddr> {
+    use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
+    let pid = libc::pid_t::try_from(pid).ok()?;
+    // SAFETY: pidfd_open takes a pid and flags, and returns a new fd or -1.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    let pidfd = i32::try_from(pidfd).ok().filter(|fd| *fd >= 0)?;
+    // SAFETY: a new descriptor nothing else owns.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
+    // SAFETY: pidfd_getfd takes a pidfd, a target fd and flags, and returns
+    // a new fd or -1.
+    let copy = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) };
+    let copy = i32::try_from(copy).ok().filter(|fd| *fd >= 0)?;
+    // SAFETY: as above.
+    let copy = unsafe { OwnedFd::from_raw_fd(copy) };
+    // SAFETY: sockaddr_storage is plain data, valid when zeroed.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: storage and len describe a writable buffer of that size.
+    let rc = unsafe {
+        libc::getsockname(
+            copy.as_raw_fd(),
+            std::ptr::addr_of_mut!(storage).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return None;
+    }
+    match i32::from(storage.ss_family) {
+        libc::AF_INET => {
+            // SAFETY: the family says the storage holds a sockaddr_in.
+            let sin: libc::sockaddr_in =
+                unsafe { std::ptr::read(std::ptr::addr_of!(storage).cast()) };
+            Some(SocketAddr::new(
+                IpAddr::V4(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr))),
+                u16::from_be(sin.sin_port),
+            ))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the family says the storage holds a sockaddr_in6.
+            let sin6: libc::sockaddr_in6 =
+                unsafe { std::ptr::read(std::ptr::addr_of!(storage).cast()) };
+            Some(SocketAddr::new(
+                IpAddr::V6(Ipv6Addr::from(sin6.sin6_addr.s6_addr)),
+                u16::from_be(sin6.sin6_port),
+            ))
+        }
+        _ => None,
+    }
+}
+
+/// The inode of a socket fd from `/proc/<pid>/fd/<fd>`, then the row with
+/// that inode in the process's `/proc/<pid>/net/tcp{,6}` (whose size grows
+/// with every socket in the network namespace).
+fn local_address_from_proc(pid: u32, fd: i32, remote: SocketAddr) -> Option<SocketAddr> {
     let link = fs::read_link(format!("/proc/{pid}/fd/{fd}")).ok()?;
     let link = link.to_str()?;
     let inode = link.strip_prefix("socket:[")?.strip_suffix(']')?;
@@ -98,15 +168,7 @@ fn local_address(pid: u32, fd: i32, remote: SocketAddr) -> Option<SocketAddr> {
         for line in text.lines().skip(1) {
             let cols: Vec<&str> = line.split_whitespace().collect();
             if cols.get(9) == Some(&inode) {
-                let local = parse_proc_addr(cols.get(1)?)?;
-                // Report an IPv4-mapped local address as IPv4 like the remote.
-                return Some(match (local.ip(), remote.ip()) {
-                    (IpAddr::V6(v6), IpAddr::V4(_)) => SocketAddr::new(
-                        v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
-                        local.port(),
-                    ),
-                    _ => local,
-                });
+                return parse_proc_addr(cols.get(1)?);
             }
         }
     }
@@ -163,5 +225,16 @@ mod tests {
         table.on_connect(pid, client.as_raw_fd(), remote, 1);
         let conn = table.get(pid, client.as_raw_fd()).expect("conn");
         assert_eq!(conn.local, client.local_addr().ok());
+        // Both ways give the same answer.
+        assert_eq!(
+            socket_name(pid, client.as_raw_fd()),
+            client.local_addr().ok()
+        );
+        assert_eq!(
+            local_address_from_proc(pid, client.as_raw_fd(), remote),
+            client.local_addr().ok()
+        );
+        // Not an open fd: nothing.
+        assert_eq!(socket_name(pid, 1_000_000), None);
     }
 }

@@ -10,6 +10,9 @@
 //!   system's OpenSSL (what the sensor probes) for S seconds, on one
 //!   keep-alive connection or with a fresh handshake per request, and
 //!   prints one JSON line: requests, rate, latency percentiles, CPU time.
+//! - `bench-tls oneshot --port P --ca CA --model M`: one process, one
+//!   connection, one chat completion for model M, then exit: the
+//!   short-lived client whose attribution the benchmark times.
 #![allow(
     clippy::print_stdout,
     reason = "a command-line tool: its result goes to stdout"
@@ -29,6 +32,7 @@ fn main() {
     let result = match args.first().map(String::as_str) {
         Some("server") => server(&args[1..]),
         Some("client") => client(&args[1..]),
+        Some("oneshot") => oneshot(&args[1..]),
         _ => Err("usage: bench-tls server --cert C --key K | client --port P --ca CA --mode M --body N --seconds S".into()),
     };
     if let Err(err) = result {
@@ -134,10 +138,7 @@ fn client(args: &[String]) -> Result<(), Error> {
     let suffix = r#""}]}"#;
     let pad = body_len.saturating_sub(prefix.len() + suffix.len());
     let body = format!("{prefix}{}{suffix}", "x".repeat(pad));
-    let request = format!(
-        "POST /v1/chat/completions HTTP/1.1\r\nhost: localhost:{port}\r\nauthorization: Bearer sk-bench-not-a-key\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
-        body.len()
-    );
+    let request = chat_request(port, &body);
     let connections: usize = flag(args, "--connections")
         .ok()
         .map(str::parse)
@@ -206,6 +207,33 @@ fn client(args: &[String]) -> Result<(), Error> {
             "cpu_seconds": cpu, "cpu_us_per_request": if n > 0.0 { cpu * 1e6 / n } else { 0.0 },
         })
     );
+    Ok(())
+}
+
+/// A chat-completion request with `body`.
+fn chat_request(port: u16, body: &str) -> String {
+    format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: localhost:{port}\r\nauthorization: Bearer sk-bench-not-a-key\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+fn oneshot(args: &[String]) -> Result<(), Error> {
+    use openssl::ssl::{SslConnector, SslMethod};
+    let port: u16 = flag(args, "--port")?.parse()?;
+    let model = flag(args, "--model")?;
+    let mut builder = SslConnector::builder(SslMethod::tls_client())?;
+    builder.set_ca_file(flag(args, "--ca")?)?;
+    let tcp = TcpStream::connect(("127.0.0.1", port))?;
+    tcp.set_nodelay(true)?;
+    let mut stream = BufReader::new(builder.build().connect("localhost", tcp)?);
+    let body = format!(r#"{{"model":"{model}","messages":[{{"role":"user","content":"hi"}}]}}"#);
+    let request = chat_request(port, &body);
+    stream.get_mut().write_all(request.as_bytes())?;
+    let length = read_head(&mut stream)?.ok_or("server closed the connection")?;
+    let mut response = vec![0; length];
+    stream.read_exact(&mut response)?;
+    let _ = stream.get_mut().shutdown();
     Ok(())
 }
 
