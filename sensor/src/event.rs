@@ -39,13 +39,14 @@ impl Event {
                 node.insert(part.to_owned(), value);
                 break;
             }
-            let child = node
-                .entry(part.to_owned())
-                .or_insert_with(|| Value::Object(Map::new()));
-            if !child.is_object() {
-                *child = Value::Object(Map::new());
+            // Most parents exist already: look them up without allocating
+            // a key (events are built with dozens of fields each).
+            if !node.get(part).is_some_and(Value::is_object) {
+                node.insert(part.to_owned(), Value::Object(Map::new()));
             }
-            let Value::Object(next) = child else { break };
+            let Some(Value::Object(next)) = node.get_mut(part) else {
+                break;
+            };
             node = next;
         }
         self

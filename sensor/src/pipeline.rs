@@ -302,15 +302,19 @@ impl Pipeline {
             .and_then(|v| v.as_str())
             .unwrap_or("unknown")
             .to_owned();
-        let actor = match self.procs.get_or_resolve(pid) {
+        let info = self.procs.get_or_resolve(pid);
+        let key = match info {
+            Some(info) => Actor::key_of(info, info.identity.as_deref()),
+            None => format!("host-process:{pid}"),
+        };
+        let actor = || match info {
             Some(info) => Actor::of(info, info.identity.as_deref()),
             None => Actor {
                 key: format!("host-process:{pid}"),
                 fields: json!({"process": {"pid": pid}}),
             },
         };
-        let key = actor.key.clone();
-        let seen = self.sharing.observe(&fingerprint, &kind, actor, ts);
+        let seen = self.sharing.observe(&fingerprint, &kind, &key, actor, ts);
         if seen.actors >= 2 {
             event
                 .set("credential.shared", true)
@@ -409,9 +413,24 @@ impl Pipeline {
         if let Some(identity) = &identity {
             event.set_identity(identity, self.identity.node_name());
         }
-        let ancestry = self.ancestry(task.pid, identity.as_deref());
-        if !ancestry.is_empty() {
-            event.set("process.ancestry", ancestry);
+        let cached = self
+            .procs
+            .get_or_resolve(task.pid)
+            .and_then(|i| i.ancestry.clone());
+        let ancestry = match cached {
+            Some(ancestry) => ancestry,
+            None => {
+                // Parents do not change once a process runs (a parent that
+                // exits leaves its place in the chain as it was).
+                let ancestry = Arc::new(serde_json::Value::from(
+                    self.ancestry(task.pid, identity.as_deref()),
+                ));
+                self.procs.set_ancestry(task.pid, Arc::clone(&ancestry));
+                ancestry
+            }
+        };
+        if ancestry.as_array().is_some_and(|a| !a.is_empty()) {
+            event.set("process.ancestry", (*ancestry).clone());
         }
     }
 

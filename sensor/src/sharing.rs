@@ -32,10 +32,10 @@ pub struct Actor {
 }
 
 impl Actor {
-    pub fn of(info: &ProcessInfo, id: Option<&ProcIdentity>) -> Self {
+    /// The actor key of a process: what makes two uses distinct.
+    pub fn key_of(info: &ProcessInfo, id: Option<&ProcIdentity>) -> String {
         let container = id.and_then(|i| i.container.as_deref());
-        let mut fields = Event::default();
-        let key = match container {
+        match container {
             Some(c) if c.pod_uid.is_some() => {
                 format!("pod:{}", c.pod_uid.as_deref().unwrap_or_default())
             }
@@ -48,7 +48,13 @@ impl Actor {
                     (None, None) => format!("host-process:{}", info.pid),
                 }
             }
-        };
+        }
+    }
+
+    pub fn of(info: &ProcessInfo, id: Option<&ProcIdentity>) -> Self {
+        let container = id.and_then(|i| i.container.as_deref());
+        let mut fields = Event::default();
+        let key = Self::key_of(info, id);
         if let Some(c) = container {
             fields.set("container.id", json!(c.id));
             fields.set("container.name", json!(c.name));
@@ -116,12 +122,14 @@ impl ShareTracker {
         }
     }
 
-    /// A use of `fingerprint` by `actor` at boot time `now_ns`.
+    /// A use of `fingerprint` by the actor `key` at boot time `now_ns`;
+    /// `actor` describes it, and is called only for an actor not seen yet.
     pub fn observe(
         &mut self,
         fingerprint: &str,
         kind: &str,
-        actor: Actor,
+        key: &str,
+        actor: impl FnOnce() -> Actor,
         now_ns: u64,
     ) -> Observation {
         if !self.prints.contains_key(fingerprint) && self.prints.len() >= MAX_FINGERPRINTS {
@@ -139,15 +147,14 @@ impl ShareTracker {
         fp.last_ns = fp.last_ns.max(now_ns);
         fp.actors
             .retain(|s| now_ns.saturating_sub(s.last_ns) <= window);
-        let is_new = match fp.actors.iter_mut().find(|s| s.actor.key == actor.key) {
+        let is_new = match fp.actors.iter_mut().find(|s| s.actor.key == key) {
             Some(seen) => {
                 seen.last_ns = seen.last_ns.max(now_ns);
                 seen.calls += 1;
-                // Fields can fill in later (a pod's token read late).
-                seen.actor = actor;
                 false
             }
             None => {
+                let actor = actor();
                 if fp.actors.len() >= MAX_ACTORS {
                     fp.actors.remove(0);
                 }
@@ -242,12 +249,12 @@ mod tests {
     fn second_actor_within_window_reports_both() {
         let mut t = ShareTracker::new(60);
         let s = 1_000_000_000;
-        let o = t.observe("fp1", "openai_api_key", actor("pod:a"), s);
+        let o = t.observe("fp1", "openai_api_key", "pod:a", || actor("pod:a"), s);
         assert_eq!((o.actors, o.report.is_some()), (1, false));
         t.note_event("fp1", "pod:a", "ev-1".into());
-        let o = t.observe("fp1", "openai_api_key", actor("pod:a"), 2 * s);
+        let o = t.observe("fp1", "openai_api_key", "pod:a", || actor("pod:a"), 2 * s);
         assert_eq!((o.actors, o.report.is_some()), (1, false));
-        let o = t.observe("fp1", "openai_api_key", actor("pod:b"), 3 * s);
+        let o = t.observe("fp1", "openai_api_key", "pod:b", || actor("pod:b"), 3 * s);
         let report = o.report.expect("shared");
         assert_eq!(o.actors, 2);
         assert_eq!(report["actor_count"], 2);
@@ -261,10 +268,16 @@ mod tests {
         assert_eq!(report["actors"][0]["model_calls"], 2);
         assert_eq!(report["actors"][0]["last_event_id"], "ev-1");
         // Known actors again: still shared, no new report.
-        let o = t.observe("fp1", "openai_api_key", actor("pod:a"), 4 * s);
+        let o = t.observe("fp1", "openai_api_key", "pod:a", || actor("pod:a"), 4 * s);
         assert_eq!((o.actors, o.report.is_some()), (2, false));
         // A third actor: a new report listing all three.
-        let o = t.observe("fp1", "openai_api_key", actor("container:c"), 5 * s);
+        let o = t.observe(
+            "fp1",
+            "openai_api_key",
+            "container:c",
+            || actor("container:c"),
+            5 * s,
+        );
         assert_eq!(o.report.expect("third")["actor_count"], 3);
     }
 
@@ -272,11 +285,23 @@ mod tests {
     fn actors_outside_the_window_do_not_count() {
         let mut t = ShareTracker::new(10);
         let s = 1_000_000_000;
-        t.observe("fp", "k", actor("host-user:1000"), s);
-        let o = t.observe("fp", "k", actor("host-user:1001"), 20 * s);
+        t.observe("fp", "k", "host-user:1000", || actor("host-user:1000"), s);
+        let o = t.observe(
+            "fp",
+            "k",
+            "host-user:1001",
+            || actor("host-user:1001"),
+            20 * s,
+        );
         assert_eq!((o.actors, o.report.is_some()), (1, false));
         // Different fingerprints never mix.
-        let o = t.observe("other", "k", actor("host-user:1000"), 21 * s);
+        let o = t.observe(
+            "other",
+            "k",
+            "host-user:1000",
+            || actor("host-user:1000"),
+            21 * s,
+        );
         assert_eq!(o.actors, 1);
         t.sweep(100 * s);
         assert!(t.is_empty());

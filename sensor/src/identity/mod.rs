@@ -67,7 +67,7 @@ impl Default for IdentityConfig {
 }
 
 /// A container, as far as the node can tell. Shared by its processes.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct ContainerIdentity {
     pub id: String,
     pub runtime: Option<&'static str>,
@@ -140,7 +140,7 @@ pub struct Resolver {
     containers: HashMap<String, Arc<ContainerIdentity>>,
     /// Kernel cgroup id -> the container that cgroup belongs to, for
     /// processes gone before /proc could be read.
-    by_cgroup_id: HashMap<u64, Arc<ContainerIdentity>>,
+    by_cgroup_id: HashMap<u64, String>,
     host_users: HashMap<u32, Option<String>>,
     last_walk: Option<Instant>,
     host_root_key: Option<(u64, u64)>,
@@ -197,7 +197,7 @@ impl Resolver {
             && parse_path(unified).is_some_and(|c| c.id == container.id)
         {
             // The kernel's id is this container's own cgroup.
-            self.by_cgroup_id.insert(id, Arc::clone(container));
+            self.by_cgroup_id.insert(id, container.id.clone());
         }
         let read_id = |name: &str| {
             fs::read_to_string(dir.join(name))
@@ -256,7 +256,11 @@ impl Resolver {
     }
 
     fn container_of_cgroup_id(&mut self, id: u64) -> Option<Arc<ContainerIdentity>> {
-        if let Some(c) = self.by_cgroup_id.get(&id) {
+        if let Some(c) = self
+            .by_cgroup_id
+            .get(&id)
+            .and_then(|cid| self.containers.get(cid))
+        {
             return Some(Arc::clone(c));
         }
         // Find the cgroup by its id (the inode number of its directory in
@@ -279,7 +283,7 @@ impl Resolver {
             .into_owned();
         let found = parse_path(&format!("/{rel}"))?;
         let container = self.container(&found, None);
-        self.by_cgroup_id.insert(id, Arc::clone(&container));
+        self.by_cgroup_id.insert(id, container.id.clone());
         Some(container)
     }
 
@@ -287,24 +291,36 @@ impl Resolver {
     /// live process in it, through whose root the service-account token,
     /// SVID and /etc/passwd are read.
     fn container(&mut self, found: &CgroupContainer, pid: Option<u32>) -> Arc<ContainerIdentity> {
+        if let Some(cached) = self.containers.get(&found.id).cloned() {
+            let old = cached
+                .resolved_at
+                .is_none_or(|t| t.elapsed() >= INCOMPLETE_RETRY);
+            // Runtime state written late: asked again, at most every few
+            // seconds, while processes of the container appear.
+            let state_retry = !cached.runtime_state_found && old && pid.is_some();
+            // A pod whose token was not there yet: its files are read
+            // again (not the runtime), at most every few seconds.
+            let token_retry = cached.pod_uid.is_some() && cached.service_account.is_none() && old;
+            if !state_retry {
+                if cached.root_read && !token_retry {
+                    return cached;
+                }
+                let Some(root) = pid.and_then(|p| self.container_root(p)) else {
+                    return cached;
+                };
+                let mut c = ContainerIdentity::clone(&cached);
+                c.resolved_at = Some(Instant::now());
+                self.read_from_container_root(&mut c, &root);
+                c.root_read = true;
+                let c = Arc::new(c);
+                self.containers.insert(found.id.clone(), Arc::clone(&c));
+                return c;
+            }
+        }
         // Files inside the container are read through a process that is
         // already in the container's root: the runtime's own helpers sit in
         // the container's cgroup for a moment before they pivot into it.
         let root = pid.and_then(|p| self.container_root(p));
-        if let Some(cached) = self.containers.get(&found.id) {
-            let old = cached
-                .resolved_at
-                .is_none_or(|t| t.elapsed() >= INCOMPLETE_RETRY);
-            // Runtime state written late, or a pod whose token was not
-            // there yet: looked at again, at most every few seconds.
-            let incomplete = !cached.runtime_state_found
-                || (cached.pod_uid.is_some() && cached.service_account.is_none());
-            let root_missing = !cached.root_read && root.is_some();
-            let retry = incomplete && old && pid.is_some();
-            if !root_missing && !retry {
-                return Arc::clone(cached);
-            }
-        }
         self.stats.containers_resolved += 1;
         let meta = self
             .state
@@ -439,8 +455,10 @@ impl Resolver {
 
     /// Drops containers no process refers to any more.
     pub fn sweep(&mut self) {
-        self.by_cgroup_id.retain(|_, c| Arc::strong_count(c) > 2);
         self.containers.retain(|_, c| Arc::strong_count(c) > 1);
+        let containers = &self.containers;
+        self.by_cgroup_id
+            .retain(|_, id| containers.contains_key(id));
         if self.host_users.len() > 4096 {
             self.host_users.clear();
         }

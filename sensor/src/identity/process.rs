@@ -50,6 +50,8 @@ pub struct ProcessInfo {
     pub source: &'static str,
     /// User, container, pod and workload identity, once resolved.
     pub identity: Option<Arc<ProcIdentity>>,
+    /// `process.ancestry`, built at the first event and reused.
+    pub ancestry: Option<Arc<serde_json::Value>>,
 }
 
 impl ProcessInfo {
@@ -66,6 +68,7 @@ impl ProcessInfo {
             start_boot_ns: None,
             source,
             identity: None,
+            ancestry: None,
         }
     }
 }
@@ -189,6 +192,12 @@ impl ProcessTable {
         }
     }
 
+    pub fn set_ancestry(&mut self, pid: u32, ancestry: Arc<serde_json::Value>) {
+        if let Some(info) = self.live.get_mut(&pid) {
+            info.ancestry = Some(ancestry);
+        }
+    }
+
     /// Drops exited processes past their grace period.
     pub fn sweep(&mut self) {
         let now = Instant::now();
@@ -219,6 +228,7 @@ impl ProcessTable {
                 info.pid = pid;
                 info.ppid = Some(parent);
                 info.source = "fork";
+                info.ancestry = None;
                 Some(info)
             })?;
             self.live.insert(pid, info);
