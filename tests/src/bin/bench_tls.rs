@@ -10,6 +10,11 @@
 //!   system's OpenSSL (what the sensor probes) for S seconds, on one
 //!   keep-alive connection or with a fresh handshake per request, and
 //!   prints one JSON line: requests, rate, latency percentiles, CPU time.
+//! - `bench-tls sequenced --port P --ca CA --rate R --seconds S
+//!   --connections C --tag T`: requests at R per second in all, spread over
+//!   C keep-alive connections, each naming model `bench-seq-T-<conn>-<n>`
+//!   so the receiving end can tell exactly which ones it lost; prints how
+//!   many were sent.
 //! - `bench-tls oneshot --port P --ca CA --model M`: one process, one
 //!   connection, one chat completion for model M, then exit: the
 //!   short-lived client whose attribution the benchmark times.
@@ -33,6 +38,7 @@ fn main() {
         Some("server") => server(&args[1..]),
         Some("client") => client(&args[1..]),
         Some("oneshot") => oneshot(&args[1..]),
+        Some("sequenced") => sequenced(&args[1..]),
         _ => Err("usage: bench-tls server --cert C --key K | client --port P --ca CA --mode M --body N --seconds S".into()),
     };
     if let Err(err) = result {
@@ -206,6 +212,62 @@ fn client(args: &[String]) -> Result<(), Error> {
             "rps": n / elapsed, "p50_us": pct(0.50), "p99_us": pct(0.99),
             "cpu_seconds": cpu, "cpu_us_per_request": if n > 0.0 { cpu * 1e6 / n } else { 0.0 },
         })
+    );
+    Ok(())
+}
+
+fn sequenced(args: &[String]) -> Result<(), Error> {
+    use openssl::ssl::{SslConnector, SslMethod};
+    let port: u16 = flag(args, "--port")?.parse()?;
+    let rate: f64 = flag(args, "--rate")?.parse()?;
+    let seconds: f64 = flag(args, "--seconds")?.parse()?;
+    let connections: usize = flag(args, "--connections")?.parse()?;
+    let tag = flag(args, "--tag")?.to_owned();
+    let mut builder = SslConnector::builder(SslMethod::tls_client())?;
+    builder.set_ca_file(flag(args, "--ca")?)?;
+    let connector = builder.build();
+    let interval = Duration::from_secs_f64(connections as f64 / rate);
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs_f64(seconds);
+    let workers: Vec<_> = (0..connections)
+        .map(|conn| {
+            let connector = connector.clone();
+            let tag = tag.clone();
+            std::thread::spawn(move || -> Result<u64, Error> {
+                let tcp = TcpStream::connect(("127.0.0.1", port))?;
+                tcp.set_nodelay(true)?;
+                let mut stream = BufReader::new(connector.connect("localhost", tcp)?);
+                let mut response = Vec::new();
+                let mut sent = 0u64;
+                // Paced from the start: a late request is sent at once and
+                // the schedule kept, so the rate is the one asked for.
+                let mut next = Instant::now();
+                while next < deadline {
+                    if let Some(wait) = next.checked_duration_since(Instant::now()) {
+                        std::thread::sleep(wait);
+                    }
+                    let body = format!(
+                        r#"{{"model":"bench-seq-{tag}-{conn}-{sent}","messages":[{{"role":"user","content":"sequenced"}}]}}"#
+                    );
+                    stream.get_mut().write_all(chat_request(port, &body).as_bytes())?;
+                    let length = read_head(&mut stream)?.ok_or("server closed the connection")?;
+                    response.resize(length, 0);
+                    stream.read_exact(&mut response)?;
+                    sent += 1;
+                    next += interval;
+                }
+                Ok(sent)
+            })
+        })
+        .collect();
+    let mut sent = 0;
+    for worker in workers {
+        sent += worker.join().map_err(|_| "client thread panicked")??;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    println!(
+        "{}",
+        serde_json::json!({"sent": sent, "seconds": elapsed, "rate": sent as f64 / elapsed})
     );
     Ok(())
 }
