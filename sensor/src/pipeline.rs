@@ -54,10 +54,10 @@ pub struct Pipeline {
     fingerprinter: Fingerprinter,
     sink: Box<dyn Sink + Send>,
     counters: Counters,
-    /// Pids whose mappings the attacher should look at (exec, mmap).
-    scan_requests: Vec<u32>,
-    /// The attacher's queue: requests go out as soon as they arise, not
-    /// after the batch of records (a fresh client is racing the attach).
+    /// The attacher's queue of pids whose mappings to look at (exec, mmap,
+    /// root change): requests go out as soon as they arise, not after the
+    /// batch of records (a fresh client is racing the attach). None without
+    /// an attacher (tests, shutdown).
     scan_tx: Option<std::sync::mpsc::Sender<u32>>,
     /// The kernel's connection tables, cleaned as processes end (absent in
     /// tests without a kernel).
@@ -88,7 +88,6 @@ impl Pipeline {
             fingerprinter,
             sink,
             counters: Counters::default(),
-            scan_requests: Vec::new(),
             scan_tx: None,
             kernel: None,
         }
@@ -96,11 +95,6 @@ impl Pipeline {
 
     pub fn set_kernel_tables(&mut self, tables: KernelTables) {
         self.kernel = Some(tables);
-    }
-
-    /// Pids to hand to the attacher since the last call.
-    pub fn take_scan_requests(&mut self) -> Vec<u32> {
-        std::mem::take(&mut self.scan_requests)
     }
 
     /// Sends scan requests straight to the attacher from now on.
@@ -114,13 +108,10 @@ impl Pipeline {
         self.scan_tx = None;
     }
 
-    fn request_scan(&mut self, pid: u32) {
-        match &self.scan_tx {
-            Some(tx) => {
-                // A closed queue means the sensor is stopping.
-                let _ = tx.send(pid);
-            }
-            None => self.scan_requests.push(pid),
+    fn request_scan(&self, pid: u32) {
+        if let Some(tx) = &self.scan_tx {
+            // A closed queue means the sensor is stopping.
+            let _ = tx.send(pid);
         }
     }
 

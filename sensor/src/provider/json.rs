@@ -37,13 +37,13 @@ pub(super) fn request_fields(req: &Request, info: &mut ModelCallInfo) {
         info.request_parse_error = true;
         return;
     }
-    let obj = match serde_json::from_slice::<Value>(&req.body) {
-        Ok(Value::Object(map)) => map,
-        Ok(_) => {
+    let obj = match request_top(&req.body) {
+        Some(Ok(map)) => map,
+        None => {
             info.request_parse_error = true;
             return;
         }
-        Err(_) => {
+        Some(Err(())) => {
             info.request_parse_error = true;
             top_level_scalars(&req.body, &REQUEST_KEYS)
         }
@@ -54,6 +54,69 @@ pub(super) fn request_fields(req: &Request, info: &mut ModelCallInfo) {
         .iter()
         .find_map(|k| obj.get(*k).and_then(Value::as_u64));
     info.request_temperature = obj.get("temperature").and_then(Value::as_f64);
+}
+
+/// The request keys of a JSON object body, validating the whole body but
+/// building values for those keys only: prompts (`messages`, `input`) are
+/// skipped, not copied into a tree. `None` when the body is JSON but not an
+/// object; `Some(Err)` when it is not JSON (cut at the capture cap).
+fn request_top(body: &[u8]) -> Option<Result<Map<String, Value>, ()>> {
+    use serde::de::{Deserializer as _, IgnoredAny, MapAccess, Visitor};
+
+    /// Keeps the request keys of an object (the last of duplicates, as a
+    /// tree would); anything else is not an object.
+    struct Keys;
+    impl<'de> Visitor<'de> for Keys {
+        type Value = Option<Map<String, Value>>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Self::Value, A::Error> {
+            let mut map = Map::new();
+            while let Some(key) = access.next_key::<std::borrow::Cow<'de, str>>()? {
+                if REQUEST_KEYS.contains(&key.as_ref()) {
+                    map.insert(key.into_owned(), access.next_value::<Value>()?);
+                } else {
+                    access.next_value::<IgnoredAny>()?;
+                }
+            }
+            Ok(Some(map))
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Self::Value, A::Error> {
+            while seq.next_element::<IgnoredAny>()?.is_some() {}
+            Ok(None)
+        }
+        fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+    }
+    let mut de = serde_json::Deserializer::from_slice(body);
+    match de
+        .deserialize_any(Keys)
+        .and_then(|keys| de.end().map(|()| keys))
+    {
+        Ok(Some(map)) => Some(Ok(map)),
+        Ok(None) => None,
+        Err(_) => Some(Err(())),
+    }
 }
 
 pub(super) fn str_at(obj: &Map<String, Value>, key: &str) -> Option<String> {
@@ -261,6 +324,25 @@ mod tests {
         assert_eq!(m.get("model"), Some(&Value::from("claude-3-5-sonnet")));
         assert!(top_level_scalars(br#"{"model":"abc"#, &REQUEST_KEYS).is_empty());
         assert!(top_level_scalars(b"\"\\", &REQUEST_KEYS).is_empty());
+    }
+
+    #[test]
+    fn request_keys_without_building_the_prompt() {
+        let body = br#"{"messages":[{"role":"user","content":"a \"quoted\" prompt"}],"model":"gpt-4o","stream":true,"model":"gpt-4o-mini","temperature":0.5}"#;
+        let map = request_top(body).expect("json").expect("object");
+        // The last of duplicate keys wins, as in a tree; prompts are left out.
+        assert_eq!(map.get("model"), Some(&Value::from("gpt-4o-mini")));
+        assert_eq!(map.get("stream"), Some(&Value::from(true)));
+        assert_eq!(map.get("temperature"), Some(&Value::from(0.5)));
+        assert!(map.get("messages").is_none());
+        assert_eq!(request_top(b"[1,2]"), None);
+        assert_eq!(request_top(b" \"text\" "), None);
+        assert_eq!(
+            request_top(br#"{"model":"gpt-4o","messages":[{"ro"#),
+            Some(Err(()))
+        );
+        assert_eq!(request_top(br#"{"model":"x"} trailing"#), Some(Err(())));
+        assert_eq!(request_top(b""), Some(Err(())));
     }
 
     #[test]
