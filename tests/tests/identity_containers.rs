@@ -264,3 +264,57 @@ fn one_key_two_pods_is_shared() {
     assert_schema_valid(std::slice::from_ref(&shared));
     sensor.assert_never_printed(&key);
 }
+
+/// Every container of an image maps the layer's libssl through its own
+/// overlay mount; the sensor must recognise it as the file it already
+/// probed (from the image layers), not probe it once more per container:
+/// a second probe on the same inode runs every probe twice, which shows as
+/// returns without a matching entry.
+#[test]
+fn containers_of_one_image_share_one_probe() {
+    let sensor = shared_sensor();
+    let api = FakeApi::start("id-one-probe");
+    let key = fake_key("oneprobe");
+    let health_after = |seq: u64| {
+        sensor
+            .wait_for(WAIT, |e| {
+                action(e) == "sensor_health" && e["event"]["sequence"].as_u64() > Some(seq)
+            })
+            .expect("a sensor_health event")
+    };
+    let last_seq = || {
+        sensor
+            .events(|_| true)
+            .iter()
+            .filter_map(|e| e["event"]["sequence"].as_u64())
+            .max()
+            .unwrap_or(0)
+    };
+    let model = format!("gpt-first-{}", unique());
+    let f = runtime::docker_run(&run_opts(&api, &key, &model));
+    f.assert_success();
+    model_call_from(&f.id, &model);
+    let before = health_after(last_seq());
+    for round in 0..2 {
+        let model = format!("gpt-again-{round}-{}", unique());
+        let f = runtime::docker_run(&run_opts(&api, &key, &model));
+        f.assert_success();
+        model_call_from(&f.id, &model);
+    }
+    let after = health_after(last_seq());
+    let probed = |e: &Value| {
+        e["sensor"]["tls"]["files_probed"]
+            .as_array()
+            .map_or(0, Vec::len)
+    };
+    assert_eq!(
+        probed(&after),
+        probed(&before),
+        "the same image's libssl was probed again:\nbefore: {before:#}\nafter: {after:#}"
+    );
+    assert_eq!(
+        after["sensor"]["kernel"]["tls_orphan_returns"],
+        before["sensor"]["kernel"]["tls_orphan_returns"],
+        "probes ran twice: {after:#}"
+    );
+}

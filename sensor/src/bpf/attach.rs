@@ -73,6 +73,29 @@ const EXECUTABLE_DIRS: [&str; 5] = ["usr/bin", "usr/local/bin", "bin", "usr/sbin
 /// Smaller executables do not carry OpenSSL or BoringSSL linked in.
 const MIN_STATIC_TLS_EXECUTABLE: u64 = 2 << 20;
 
+/// What a file is, whatever name or device it is seen under: inode number,
+/// size and modification time (ns). Through overlayfs a layer's file keeps
+/// its inode number, size and times, while the device is the mount's;
+/// different files agreeing on all of these are not to be met in practice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct ContentKey {
+    ino: u64,
+    size: u64,
+    mtime: i64,
+    mtime_nsec: i64,
+}
+
+fn content_key(file: &std::fs::File) -> Option<ContentKey> {
+    use std::os::unix::fs::MetadataExt as _;
+    let meta = file.metadata().ok()?;
+    Some(ContentKey {
+        ino: meta.ino(),
+        size: meta.size(),
+        mtime: meta.mtime(),
+        mtime_nsec: meta.mtime_nsec(),
+    })
+}
+
 /// A file the sensor probes.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ProbedFile {
@@ -121,6 +144,9 @@ impl FileId {
 pub struct Attacher {
     ebpf: Ebpf,
     seen: HashSet<FileId>,
+    /// The files checked, by what they are rather than where they were seen
+    /// (see [`ContentKey`]).
+    checked: HashSet<ContentKey>,
     /// Root directories (device, inode) whose library directories were
     /// scanned.
     roots: HashSet<(u64, u64)>,
@@ -160,6 +186,7 @@ impl Attacher {
         Ok(Self {
             ebpf,
             seen: HashSet::new(),
+            checked: HashSet::new(),
             roots: HashSet::new(),
             host_root: host_root.to_path_buf(),
             stats,
@@ -323,6 +350,15 @@ impl Attacher {
                 break;
             }
         }
+        // One file, many names: every container's overlay mount shows an
+        // image layer's file under its own device (with the layer file's
+        // inode), and the layer itself is scanned under the real one. The
+        // kernel probes the real inode, so a second attach would run every
+        // probe twice: the file is recognised by what it is.
+        let content = opened.as_ref().ok().and_then(content_key);
+        if content.is_some_and(|key| self.checked.contains(&key)) {
+            return;
+        }
         let started = std::time::Instant::now();
         let found = opened
             .map_err(|source| ElfError::Open {
@@ -338,12 +374,17 @@ impl Attacher {
         let mut stats = lock(&self.stats);
         stats.files_checked += 1;
         match found {
-            Ok((None, _)) => {}
+            Ok((None, _)) => {
+                drop(stats);
+                self.checked.extend(content);
+            }
             Ok((Some(symbols), file)) => {
                 drop(stats);
                 use std::os::fd::AsRawFd as _;
                 let by_fd = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
-                if !self.attach(&by_fd, shown, &symbols) {
+                if self.attach(&by_fd, shown, &symbols) {
+                    self.checked.extend(content);
+                } else {
                     // Nothing attached: let a later mapping try again.
                     self.seen.remove(&id);
                 }
