@@ -538,11 +538,9 @@ fn parse_passwd(text: &str) -> HashMap<u32, String> {
         .collect()
 }
 
-/// Field 7 of `/proc/<pid>/stat`.
+/// `tty_nr`, field 7 of `/proc/<pid>/stat`.
 fn tty_nr(stat: &str) -> Option<u32> {
-    let rest = stat.get(stat.rfind(')')? + 2..)?;
-    rest.split(' ')
-        .nth(4)?
+    process::stat_field(stat, 7)?
         .parse::<i64>()
         .ok()
         .and_then(|v| u32::try_from(v).ok())

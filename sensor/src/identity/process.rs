@@ -288,10 +288,16 @@ fn read_ppid(pid: u32) -> Option<u32> {
 /// Start time from `/proc/<pid>/stat` field 22 (clock ticks since boot).
 fn read_start_ns(pid: u32, ticks_per_sec: u64) -> Option<u64> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name is in parentheses and may contain spaces.
-    let rest = stat.get(stat.rfind(')')? + 2..)?;
-    let start: u64 = rest.split(' ').nth(19)?.parse().ok()?;
+    let start: u64 = stat_field(&stat, 22)?.parse().ok()?;
     Some(start.checked_mul(1_000_000_000)? / ticks_per_sec)
+}
+
+/// Field `n` (1-based, as proc(5) numbers them; 3 or more) of a
+/// `/proc/<pid>/stat` line. The command name before it is in parentheses
+/// and may contain spaces and parentheses.
+pub(crate) fn stat_field(stat: &str, n: usize) -> Option<&str> {
+    let rest = stat.get(stat.rfind(')')? + 2..)?;
+    rest.split(' ').nth(n.checked_sub(3)?)
 }
 
 #[cfg(test)]

@@ -137,7 +137,6 @@ const CRIO_SOCKET: &str = "run/crio/crio.sock";
 
 struct Query {
     id: String,
-    runtime: Option<&'static str>,
     namespace: Option<String>,
     reply: mpsc::SyncSender<Result<Option<ContainerMeta>, String>>,
 }
@@ -197,7 +196,6 @@ impl RuntimeApi {
             let (reply, answer) = mpsc::sync_channel(1);
             let query = Query {
                 id: id.to_owned(),
-                runtime,
                 namespace: namespace.map(str::to_owned),
                 reply,
             };
@@ -305,7 +303,6 @@ async fn ask(socket: &Path, q: &Query) -> Result<Option<ContainerMeta>, String> 
             Err(err) => return Err(err.to_string()),
         }
     }
-    let _ = q.runtime;
     Ok(None)
 }
 
