@@ -15,6 +15,48 @@ use sensor_common::{Header, RECORD_VERSION, RecordKind, SockKey, SockValue, SslK
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(8 * 1024 * 1024, 0);
 
+/// Backlog (bytes) at which a submit wakes the consumer; below it records
+/// wake nobody and the consumer drains them on its own timer. A wakeup per
+/// record costs the traced process an irq_work (an IPI under a hypervisor)
+/// and the daemon a poll round. Patched by the loader; 0 keeps the kernel's
+/// default (wake a consumer that has caught up, i.e. nearly every record
+/// when the daemon keeps pace).
+#[unsafe(no_mangle)]
+static WAKEUP_BYTES: u64 = 0;
+
+/// `bpf_ringbuf_submit` flags (include/uapi/linux/bpf.h).
+const BPF_RB_NO_WAKEUP: u64 = 1;
+const BPF_RB_FORCE_WAKEUP: u64 = 2;
+/// `bpf_ringbuf_query` flag: bytes produced and not yet consumed.
+const BPF_RB_AVAIL_DATA: u64 = 0;
+
+/// Submit flags for a record of `size` bytes already reserved: one wakeup
+/// when this record carries the backlog across the threshold, none
+/// otherwise (a consumer already woken is draining; a sleeping one has
+/// its timer).
+#[inline(always)]
+pub fn submit_flags(size: usize) -> u64 {
+    // SAFETY: global patched by the loader.
+    let threshold = unsafe { core::ptr::read_volatile(&WAKEUP_BYTES) };
+    if threshold == 0 {
+        return 0;
+    }
+    let waiting = EVENTS.query(BPF_RB_AVAIL_DATA);
+    if waiting >= threshold && waiting < threshold + size as u64 + 8 {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    }
+}
+
+/// Submit flags for a record the daemon must see at once: an exec, whose
+/// process may be gone within milliseconds while its identity is still to
+/// be read from /proc.
+#[inline(always)]
+pub fn submit_flags_urgent() -> u64 {
+    BPF_RB_FORCE_WAKEUP
+}
+
 /// Loss and error counters, per CPU (see `sensor_common::counter`).
 #[map]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
@@ -73,7 +115,7 @@ pub fn emit<T: 'static>(record: T) {
     match EVENTS.reserve::<T>(0) {
         Some(mut entry) => {
             entry.write(record);
-            entry.submit(0);
+            entry.submit(submit_flags(core::mem::size_of::<T>()));
         }
         None => count(counter::RINGBUF_DROPS, 1),
     }

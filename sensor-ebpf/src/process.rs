@@ -17,7 +17,7 @@ use sensor_common::{
 };
 
 use crate::{
-    maps::{EVENTS, FORK_PARENT, count, emit, header},
+    maps::{EVENTS, FORK_PARENT, count, emit, header, submit_flags_urgent},
     net::{CONNECT_ARGS, PENDING_BIND, SOCKET_ARGS},
     tls::SSL_ARGS,
 };
@@ -209,7 +209,8 @@ fn try_exec(ctx: &TracePointContext) -> Result<(), i64> {
         (*ptr).filename_len = len;
         (*ptr).comm = bpf_get_current_comm().unwrap_or([0; 16]);
     }
-    entry.submit(0);
+    // The daemon reads the new image's identity from /proc: wake it now.
+    entry.submit(submit_flags_urgent());
     Ok(())
 }
 

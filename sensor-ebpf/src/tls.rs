@@ -17,7 +17,7 @@ use sensor_common::{
 };
 
 use crate::{
-    maps::{EVENTS, SSL_FD, count, header},
+    maps::{EVENTS, SSL_FD, count, header, submit_flags},
     net::PENDING_BIND,
 };
 
@@ -61,9 +61,10 @@ fn enter(ctx: &ProbeContext, direction: Direction, ex: bool) -> Result<(), i64> 
     };
     if SSL_FD.get_ptr(&key).is_none() {
         PENDING_BIND.insert(&pid_tgid, &ssl, 0)?;
-    } else {
+    } else if PENDING_BIND.get_ptr(&pid_tgid).is_some() {
         // Bound already: make sure no older pending session of this thread
-        // gets tied to the next socket it touches.
+        // gets tied to the next socket it touches. (Looked up first: a
+        // lookup takes no lock, a delete does, and this is the hot path.)
         let _ = PENDING_BIND.remove(&pid_tgid);
     }
     Ok(())
@@ -160,7 +161,7 @@ fn send<const N: usize>(head: &TlsDataHeader, src: u64, n: u32) -> Result<(), ()
         count(counter::TLS_READ_ERRORS, 1);
         return Err(());
     }
-    entry.submit(0);
+    entry.submit(submit_flags(core::mem::size_of::<TlsDataRecord<N>>()));
     Ok(())
 }
 
@@ -190,10 +191,13 @@ fn emit_data(args: &SslArgs, pid_tgid: u64, len: u64) -> Result<(), i64> {
     };
     // Claim this call's span of the stream before copying, so a record
     // lost below still moves the position.
-    if STREAM_POS.get_ptr(&key).is_none() {
-        STREAM_POS.insert(&key, &StreamPos::default(), 0)?;
-    }
-    let pos = STREAM_POS.get_ptr_mut(&key).ok_or(1i64)?;
+    let pos = match STREAM_POS.get_ptr_mut(&key) {
+        Some(pos) => pos,
+        None => {
+            STREAM_POS.insert(&key, &StreamPos::default(), 0)?;
+            STREAM_POS.get_ptr_mut(&key).ok_or(1i64)?
+        }
+    };
     // SAFETY: pointer from a successful lookup; one SSL object is used by
     // one thread at a time (OpenSSL's rule), so this is not contended.
     let stream_pos = unsafe {

@@ -26,6 +26,11 @@ pub struct Config {
     /// Ring buffer size in bytes: a power of two, at least one page.
     /// Default 16 MiB.
     pub ring_buffer_bytes: u32,
+    /// How often the daemon drains the ring buffer, in milliseconds. Below
+    /// an eighth of the ring waiting, records wake nobody and wait for this
+    /// tick (the latency it adds); above it, the kernel wakes the daemon at
+    /// once. 0 wakes the daemon for every record. Default 5.
+    pub ring_buffer_poll_ms: u64,
     /// HMAC key for credential fingerprints; created (random, 0600) when
     /// missing. Default `/var/lib/sensor/fingerprint.key`.
     pub fingerprint_key_file: PathBuf,
@@ -57,6 +62,7 @@ impl Default for Config {
         Self {
             host_name: None,
             ring_buffer_bytes: 16 * 1024 * 1024,
+            ring_buffer_poll_ms: 5,
             fingerprint_key_file: PathBuf::from("/var/lib/sensor/fingerprint.key"),
             events: ACTIONS.iter().map(|s| (*s).to_owned()).collect(),
             health_interval_secs: 60,
@@ -111,6 +117,12 @@ impl Config {
             return Err(ConfigError::Invalid {
                 key: "ring_buffer_bytes",
                 message: format!("{ring} is not a power of two of at least 4096"),
+            });
+        }
+        if self.ring_buffer_poll_ms > 1000 {
+            return Err(ConfigError::Invalid {
+                key: "ring_buffer_poll_ms",
+                message: format!("{} is above 1000", self.ring_buffer_poll_ms),
             });
         }
         if let Some(bad) = self.events.iter().find(|e| !ACTIONS.contains(&e.as_str())) {

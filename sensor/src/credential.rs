@@ -116,10 +116,12 @@ impl Fingerprinter {
         };
         mac.update(secret);
         let digest = mac.finalize().into_bytes();
+        const HEX: &[u8; 16] = b"0123456789abcdef";
         let mut out = String::with_capacity(12 + 2 * FINGERPRINT_BYTES);
         out.push_str("hmac-sha256:");
         for byte in digest.iter().take(FINGERPRINT_BYTES) {
-            out.push_str(&format!("{byte:02x}"));
+            out.push(char::from(HEX[usize::from(byte >> 4)]));
+            out.push(char::from(HEX[usize::from(byte & 0xf)]));
         }
         out
     }

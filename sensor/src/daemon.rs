@@ -24,6 +24,8 @@ use crate::{
 
 /// How often kernel loss counters are checked; a change is reported at once.
 const LOSS_CHECK: Duration = Duration::from_secs(1);
+/// The idle drain tick grows up to this many times `ring_buffer_poll_ms`.
+const IDLE_POLL_BACKOFF: u32 = 8;
 /// How often image layers are looked at for TLS libraries of new images.
 const LAYER_RESCAN: Duration = Duration::from_secs(5);
 
@@ -47,7 +49,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     };
     let fingerprinter = Fingerprinter::load_or_create(&config.fingerprint_key_file)?;
 
-    let loaded = bpf::load(config.ring_buffer_bytes).context("loading the kernel programs")?;
+    // Below an eighth of the ring waiting, records are drained by the poll
+    // tick instead of waking the daemon one by one.
+    let poll_ms = config.ring_buffer_poll_ms;
+    let wakeup_bytes = if poll_ms == 0 {
+        0
+    } else {
+        u64::from(config.ring_buffer_bytes / 8)
+    };
+    let loaded = bpf::load(config.ring_buffer_bytes, wakeup_bytes)
+        .context("loading the kernel programs")?;
     info!(
         ring_buffer_bytes = config.ring_buffer_bytes,
         "kernel programs loaded, tracepoints attached"
@@ -129,30 +140,43 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     loss.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut last_kernel = KernelCounters::default();
     let mut ready = Some(ready_rx);
+    // The drain tick backs off while the ring stays empty (each wakeup of
+    // an idle daemon costs a context switch), and snaps back at the first
+    // record. Execs wake the daemon anyway.
+    let poll_base = Duration::from_millis(poll_ms.max(1));
+    let mut poll_delay = poll_base;
+    let poll = tokio::time::sleep(poll_delay);
+    tokio::pin!(poll);
 
     loop {
         tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard.context("ring buffer poll")?;
-                let ring_buf = guard.get_inner_mut();
-                // Bounded batches so timers and signals are not starved.
-                let mut drained = false;
-                for _ in 0..8192 {
-                    match ring_buf.next() {
-                        Some(item) => pipeline.handle(&item),
-                        None => {
-                            drained = true;
-                            break;
-                        }
-                    }
-                }
                 // The kernel only wakes a consumer that has caught up, so
                 // readiness is cleared only once the ring is empty; a cut
                 // batch leaves it set and the loop comes straight back.
-                if drained {
+                if drain(guard.get_inner_mut(), &mut pipeline).1 {
                     guard.clear_ready();
                 }
-                pipeline.flush();
+                poll_delay = poll_base;
+            }
+            () = &mut poll, if poll_ms > 0 => {
+                // No wakeup came for these records: drain them all now (a
+                // few batches at most before timers get their turn).
+                let mut got = 0;
+                for _ in 0..16 {
+                    let (n, empty) = drain(ring.get_mut(), &mut pipeline);
+                    got += n;
+                    if empty {
+                        break;
+                    }
+                }
+                poll_delay = if got > 0 {
+                    poll_base
+                } else {
+                    (poll_delay * 2).min(poll_base * IDLE_POLL_BACKOFF)
+                };
+                poll.as_mut().reset(tokio::time::Instant::now() + poll_delay);
             }
             Some(result) = async { match ready.as_mut() { Some(rx) => Some(rx.await), None => None } }, if ready.is_some() => {
                 ready = None;
@@ -206,6 +230,33 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         &attach_stats(&stats),
     );
     Ok(())
+}
+
+/// Hands up to one batch of records to the pipeline and flushes; bounded so
+/// timers and signals are not starved. Returns the records handled and
+/// whether the ring is empty.
+fn drain(
+    ring: &mut aya::maps::RingBuf<aya::maps::MapData>,
+    pipeline: &mut Pipeline,
+) -> (usize, bool) {
+    let mut handled = 0;
+    let mut empty = false;
+    for _ in 0..8192 {
+        match ring.next() {
+            Some(item) => {
+                pipeline.handle(&item);
+                handled += 1;
+            }
+            None => {
+                empty = true;
+                break;
+            }
+        }
+    }
+    if handled > 0 {
+        pipeline.flush();
+    }
+    (handled, empty)
 }
 
 /// What the sensor needs before it tries to load anything.

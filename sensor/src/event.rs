@@ -3,62 +3,89 @@
 //! OTel has no name): `process.pid`, `server.address`, `gen_ai.usage.input_tokens`.
 //! The contract is written down in `schema/event.schema.json`.
 
-use serde_json::{Map, Value};
+use std::sync::Arc;
+
+use serde_json::Value;
 
 use crate::identity::{ProcIdentity, process::ProcessInfo};
 
 /// Version of the event schema; bumped on any breaking change.
 pub const SCHEMA_VERSION: &str = "1.1.0";
 
-/// An event under construction. Fields are set by dotted path; `None`
-/// values are left out, so absent means unknown.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// Fields by dotted path, in the order they were set.
+pub type Fields = Vec<(&'static str, Value)>;
+
+/// An event under construction: a flat list of (dotted path, value),
+/// written out as nested JSON objects only once, at [`Event::write_json`].
+/// Building a tree of maps per event (a map and a key allocation per
+/// level, a string compare per lookup) was the daemon's largest cost.
+/// `None` values are left out, so absent means unknown. A process's own
+/// fields, the same on every event about it, are built once and shared
+/// ([`Event::with_shared`]).
+#[derive(Debug, Clone, Default)]
 pub struct Event {
-    root: Map<String, Value>,
+    fields: Fields,
+    shared: Option<Arc<Fields>>,
 }
 
 impl Event {
-    pub fn new(action: &str) -> Self {
-        let mut event = Self::default();
+    pub fn new(action: &'static str) -> Self {
+        let mut event = Self {
+            fields: Vec::with_capacity(48),
+            shared: None,
+        };
         event.set("event.action", action);
         event.set("event.schema_version", SCHEMA_VERSION);
         event
     }
 
-    /// Sets `path` (dot separated) to `value`, creating the objects on the
-    /// way. A `None` (or JSON null) leaves the field out.
-    pub fn set(&mut self, path: &str, value: impl Into<Value>) -> &mut Self {
+    /// Sets `path` (dot separated) to `value`; a later set of the same path
+    /// wins. A `None` (or JSON null) leaves the field out. A path is either
+    /// a leaf or the parent of others: when both are set, the parent's
+    /// children win.
+    pub fn set(&mut self, path: &'static str, value: impl Into<Value>) -> &mut Self {
+        // Paths sort in plain byte order, which groups every object's
+        // members and puts a path right before its children only while no
+        // byte sorts below `.`: keep paths to this alphabet.
+        debug_assert!(
+            path.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._@".contains(&b)),
+            "event path {path:?}"
+        );
         let value = value.into();
-        if value.is_null() {
-            return self;
-        }
-        let mut node = &mut self.root;
-        let mut parts = path.split('.').peekable();
-        while let Some(part) = parts.next() {
-            if parts.peek().is_none() {
-                node.insert(part.to_owned(), value);
-                break;
-            }
-            // Most parents exist already: look them up without allocating
-            // a key (events are built with dozens of fields each).
-            if !node.get(part).is_some_and(Value::is_object) {
-                node.insert(part.to_owned(), Value::Object(Map::new()));
-            }
-            let Some(Value::Object(next)) = node.get_mut(part) else {
-                break;
-            };
-            node = next;
+        if !value.is_null() {
+            self.fields.push((path, value));
         }
         self
     }
 
+    /// Fields shared with other events (a process's identity): written out
+    /// with this event's own, which win on the same path.
+    pub fn with_shared(&mut self, shared: Arc<Fields>) -> &mut Self {
+        self.shared = Some(shared);
+        self
+    }
+
+    /// The fields set so far, without the shared ones, sorted by path
+    /// with one entry per path (the last set): ready to be shared.
+    pub fn into_fields(self) -> Fields {
+        let mut fields = self.fields;
+        fields.sort_by(|a, b| a.0.cmp(b.0));
+        // Of equal paths keep the last (the sort is stable).
+        fields.reverse();
+        fields.dedup_by(|later, earlier| later.0 == earlier.0);
+        fields.reverse();
+        fields
+    }
+
     pub fn get(&self, path: &str) -> Option<&Value> {
-        let mut parts = path.split('.');
-        let mut value = self.root.get(parts.next()?)?;
-        for part in parts {
-            value = value.as_object()?.get(part)?;
-        }
-        Some(value)
+        let own = self.fields.iter().rev().find(|(p, _)| *p == path);
+        own.or_else(|| {
+            self.shared
+                .as_deref()
+                .and_then(|s| s.iter().rev().find(|(p, _)| *p == path))
+        })
+        .map(|(_, v)| v)
     }
 
     pub fn action(&self) -> &str {
@@ -67,11 +94,82 @@ impl Event {
             .unwrap_or("")
     }
 
+    /// Appends the event as one JSON object (no newline) to `out`.
+    /// Sorting the paths groups every object's members together (all
+    /// strings with a common prefix are adjacent in byte order), so one
+    /// pass with a stack of open objects writes the nesting.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        let mut own: Vec<&(&'static str, Value)> = self.fields.iter().collect();
+        // Stable: of equal paths, the one set last ends up last, and is the
+        // one kept below.
+        own.sort_by(|a, b| a.0.cmp(b.0));
+        let shared = self.shared.as_deref().map(Vec::as_slice).unwrap_or(&[]);
+        let order = merge_sorted(shared, &own);
+        out.push(b'{');
+        let mut open: Vec<&str> = Vec::with_capacity(4);
+        let mut first = true;
+        for (i, entry) in order.iter().enumerate() {
+            let (path, value) = (entry.0, &entry.1);
+            if let Some(next) = order.get(i + 1) {
+                // The same path set again, or children of this path: they
+                // come right after it in this order.
+                let shadowed = next.0 == path
+                    || (next.0.len() > path.len()
+                        && next.0.starts_with(path)
+                        && next.0.as_bytes()[path.len()] == b'.');
+                if shadowed {
+                    continue;
+                }
+            }
+            let (parents, leaf) = match path.rsplit_once('.') {
+                Some((parents, leaf)) => (Some(parents), leaf),
+                None => (None, path),
+            };
+            let segments = || parents.into_iter().flat_map(|p| p.split('.'));
+            let common = open
+                .iter()
+                .zip(segments())
+                .take_while(|(a, b)| **a == *b)
+                .count();
+            while open.len() > common {
+                open.pop();
+                out.push(b'}');
+                first = false;
+            }
+            for part in segments().skip(common) {
+                if !first {
+                    out.push(b',');
+                }
+                write_key(out, part);
+                out.push(b'{');
+                open.push(part);
+                first = true;
+            }
+            if !first {
+                out.push(b',');
+            }
+            write_key(out, leaf);
+            // Writing a `Value` into a Vec cannot fail.
+            let _ = serde_json::to_writer(&mut *out, value);
+            first = false;
+        }
+        for _ in open {
+            out.push(b'}');
+        }
+        out.push(b'}');
+    }
+
+    /// The event as a JSON value (tests, replay; not the hot path).
+    pub fn into_value(self) -> Value {
+        let mut out = Vec::new();
+        self.write_json(&mut out);
+        serde_json::from_slice(&out).unwrap_or(Value::Null)
+    }
+
     /// The process fields every event about a process carries.
-    pub fn set_process(&mut self, info: &ProcessInfo, tid: Option<u32>) -> &mut Self {
+    pub fn set_process(&mut self, info: &ProcessInfo) -> &mut Self {
         self.set("process.pid", info.pid)
             .set("process.parent_pid", info.ppid)
-            .set("process.thread.id", tid)
             .set("process.executable.path", info.exe.clone())
             .set("process.executable.name", info.name.clone())
             .set("process.command_line", info.command_line.clone())
@@ -137,13 +235,33 @@ impl Event {
         self
     }
 
-    pub fn into_value(self) -> Value {
-        Value::Object(self.root)
-    }
+}
 
-    pub fn as_map(&self) -> &Map<String, Value> {
-        &self.root
+/// Merges `shared` (sorted, one entry per path) and `own` (sorted) into one
+/// sorted sequence; on equal paths `own` comes last, so it wins.
+fn merge_sorted<'a>(
+    shared: &'a [(&'static str, Value)],
+    own: &[&'a (&'static str, Value)],
+) -> Vec<&'a (&'static str, Value)> {
+    let mut out = Vec::with_capacity(shared.len() + own.len());
+    let (mut i, mut j) = (0, 0);
+    while i < shared.len() && j < own.len() {
+        if shared[i].0 <= own[j].0 {
+            out.push(&shared[i]);
+            i += 1;
+        } else {
+            out.push(own[j]);
+            j += 1;
+        }
     }
+    out.extend(shared[i..].iter());
+    out.extend(own[j..].iter().copied());
+    out
+}
+
+fn write_key(out: &mut Vec<u8>, key: &str) {
+    let _ = serde_json::to_writer(&mut *out, key);
+    out.push(b':');
 }
 
 /// RFC 3339 UTC timestamp with nanoseconds from ns since the Unix epoch.
@@ -233,6 +351,47 @@ mod tests {
         assert_eq!(v["event"]["action"], "model_call");
         assert_eq!(e.get("server.port"), Some(&Value::from(443)));
         assert_eq!(e.action(), "model_call");
+    }
+
+    #[test]
+    fn flat_fields_written_as_nested_objects() {
+        let mut shared = Event::default();
+        shared
+            .set("process.pid", 7u32)
+            .set("process.executable.path", "/bin/x")
+            .set("container.id", "abc")
+            .set("process.user.name", "root");
+        let shared = Arc::new(shared.into_fields());
+        let mut e = Event::new("connect");
+        e.with_shared(Arc::clone(&shared))
+            .set("process.thread.id", 8u32)
+            .set("server.port", 1u16)
+            .set("server.port", 2u16)
+            .set("container.id", "own wins")
+            .set("a.b", "leaf loses to children")
+            .set("a.b.c", 1u8)
+            .set("a.b_c", 2u8)
+            .set("a.b", "set again: still shadowed");
+        let mut out = Vec::new();
+        e.write_json(&mut out);
+        let text = String::from_utf8(out).expect("utf-8");
+        let v: Value = serde_json::from_str(&text).expect(&text);
+        assert_eq!(v["process"]["pid"], 7);
+        assert_eq!(v["process"]["thread"]["id"], 8);
+        assert_eq!(v["process"]["executable"]["path"], "/bin/x");
+        assert_eq!(v["process"]["user"]["name"], "root");
+        assert_eq!(v["server"]["port"], 2);
+        assert_eq!(v["container"]["id"], "own wins");
+        assert_eq!(v["a"]["b"]["c"], 1);
+        assert_eq!(v["a"]["b_c"], 2);
+        // No key twice in any object (serde_json would keep the last).
+        assert_eq!(text.matches("\"port\"").count(), 1);
+        assert_eq!(text.matches("\"id\"").count(), 2, "{text}");
+        assert_eq!(text.matches("\"b\"").count(), 1);
+        // The shared fields are untouched.
+        assert_eq!(shared.len(), 4);
+        assert_eq!(e.get("container.id"), Some(&Value::from("own wins")));
+        assert_eq!(e.get("process.pid"), Some(&Value::from(7)));
     }
 
     #[test]

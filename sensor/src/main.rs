@@ -22,6 +22,9 @@ struct Cli {
     /// Ring buffer size in bytes (power of two).
     #[arg(long)]
     ring_buffer_bytes: Option<u32>,
+    /// Milliseconds between ring buffer drains (0: a wakeup per record).
+    #[arg(long)]
+    ring_buffer_poll_ms: Option<u64>,
     /// HMAC key file for credential fingerprints (created when missing).
     #[arg(long)]
     fingerprint_key_file: Option<PathBuf>,
@@ -69,6 +72,9 @@ fn run() -> anyhow::Result<()> {
     }
     if let Some(v) = cli.ring_buffer_bytes {
         config.ring_buffer_bytes = v;
+    }
+    if let Some(v) = cli.ring_buffer_poll_ms {
+        config.ring_buffer_poll_ms = v;
     }
     if let Some(v) = cli.fingerprint_key_file {
         config.fingerprint_key_file = v;

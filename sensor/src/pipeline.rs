@@ -54,6 +54,8 @@ pub struct Pipeline {
     fingerprinter: Fingerprinter,
     sink: Box<dyn Sink + Send>,
     counters: Counters,
+    /// The line being written, kept to reuse its allocation.
+    line: Vec<u8>,
     /// The attacher's queue of pids whose mappings to look at (exec, mmap,
     /// root change): requests go out as soon as they arise, not after the
     /// batch of records (a fresh client is racing the attach). None without
@@ -88,6 +90,7 @@ impl Pipeline {
             fingerprinter,
             sink,
             counters: Counters::default(),
+            line: Vec::with_capacity(4096),
             scan_tx: None,
             kernel: None,
         }
@@ -365,50 +368,50 @@ impl Pipeline {
     }
 
     /// Adds the process fields: from the table, else what the record says.
+    /// A process's own fields are built at its first event and shared by
+    /// every later one.
     fn with_process(&mut self, event: &mut Event, task: &Task) {
+        event.set("process.thread.id", task.tid);
         let identity = self.identity_of(task.pid, task);
-        match self.procs.get_or_resolve(task.pid) {
-            Some(info) => {
-                event.set_process(info, Some(task.tid));
-                if let Some(start) = info.start_boot_ns {
-                    event
-                        .set("process.start", rfc3339(self.clock.wall_ns(start)))
-                        .set("process.entity_id", format!("{}-{start}", info.pid));
-                }
-            }
-            None => {
-                // Gone before the sensor could look: say what is known.
+        let Some(info) = self.procs.get_or_resolve(task.pid) else {
+            // Gone before the sensor could look: say what is known.
+            event
+                .set("process.pid", task.pid)
+                .set("process.attribution_source", "kernel");
+            let mut identity = ProcIdentity::default();
+            if task.cgroup_id != 0 {
                 event
-                    .set("process.pid", task.pid)
-                    .set("process.thread.id", task.tid)
-                    .set("process.attribution_source", "kernel");
-                let mut identity = ProcIdentity::default();
-                if task.cgroup_id != 0 {
-                    event
-                        .set("process.user.id", task.uid)
-                        .set("process.group.id", task.gid)
-                        .set("process.cgroup.id", task.cgroup_id);
-                    identity = self
-                        .identity
-                        .from_kernel(Some(task.uid), Some(task.cgroup_id));
-                }
-                identity.unresolved.extend([
-                    "process.executable.path",
-                    "process.command_line",
-                    "process.parent_pid",
-                ]);
-                event.set_identity(&identity, self.identity.node_name());
-                return;
+                    .set("process.user.id", task.uid)
+                    .set("process.group.id", task.gid)
+                    .set("process.cgroup.id", task.cgroup_id);
+                identity = self
+                    .identity
+                    .from_kernel(Some(task.uid), Some(task.cgroup_id));
             }
+            identity.unresolved.extend([
+                "process.executable.path",
+                "process.command_line",
+                "process.parent_pid",
+            ]);
+            event.set_identity(&identity, self.identity.node_name());
+            return;
+        };
+        if let Some(actor) = &info.actor {
+            event.with_shared(Arc::clone(actor));
+            return;
         }
+        let mut fields = Event::default();
+        fields.set_process(info);
+        if let Some(start) = info.start_boot_ns {
+            fields
+                .set("process.start", rfc3339(self.clock.wall_ns(start)))
+                .set("process.entity_id", format!("{}-{start}", info.pid));
+        }
+        let cached_ancestry = info.ancestry.clone();
         if let Some(identity) = &identity {
-            event.set_identity(identity, self.identity.node_name());
+            fields.set_identity(identity, self.identity.node_name());
         }
-        let cached = self
-            .procs
-            .get_or_resolve(task.pid)
-            .and_then(|i| i.ancestry.clone());
-        let ancestry = match cached {
+        let ancestry = match cached_ancestry {
             Some(ancestry) => ancestry,
             None => {
                 // Parents do not change once a process runs (a parent that
@@ -421,8 +424,11 @@ impl Pipeline {
             }
         };
         if ancestry.as_array().is_some_and(|a| !a.is_empty()) {
-            event.set("process.ancestry", (*ancestry).clone());
+            fields.set("process.ancestry", (*ancestry).clone());
         }
+        let actor = Arc::new(fields.into_fields());
+        self.procs.set_actor(task.pid, Arc::clone(&actor));
+        event.with_shared(actor);
     }
 
     /// The chain of parents, nearest first, up to the container's first
@@ -494,20 +500,16 @@ impl Pipeline {
             .events_emitted
             .entry(event.action().to_owned())
             .or_default() += 1;
-        let line = match serde_json::to_vec(&event.into_value()) {
-            Ok(line) => line,
-            Err(err) => {
-                self.counters.sink_errors += 1;
-                warn!(%err, "event not serializable");
-                return id;
-            }
-        };
+        let mut line = std::mem::take(&mut self.line);
+        line.clear();
+        event.write_json(&mut line);
         if let Err(err) = self.sink.write(&line) {
             self.counters.sink_errors += 1;
             if self.counters.sink_errors.is_power_of_two() {
                 warn!(%err, count = self.counters.sink_errors, "sink write failed");
             }
         }
+        self.line = line;
         id
     }
 

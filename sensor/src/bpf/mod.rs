@@ -177,7 +177,9 @@ fn parse_field_offset(format: &str, field: &str) -> Option<u32> {
 
 /// Loads the programs with a ring buffer of `ring_bytes` and attaches every
 /// tracepoint. Uprobes are attached later by [`attach::Attacher`].
-pub fn load(ring_bytes: u32) -> Result<Loaded, LoadError> {
+/// `wakeup_bytes` is the ring backlog above which a record wakes the
+/// consumer (0: every record does).
+pub fn load(ring_bytes: u32, wakeup_bytes: u64) -> Result<Loaded, LoadError> {
     if EBPF_OBJECT.is_empty() {
         return Err(LoadError::NotBuilt);
     }
@@ -196,6 +198,7 @@ pub fn load(ring_bytes: u32) -> Result<Loaded, LoadError> {
         .override_global("EXEC_FILENAME_OFFSET", &exec_filename, true)
         .override_global("EXEC_OLD_PID_OFFSET", &exec_old_pid, true)
         .override_global("EXIT_GROUP_DEAD_OFFSET", &group_dead, true)
+        .override_global("WAKEUP_BYTES", &wakeup_bytes, true)
         .map_max_entries("EVENTS", ring_bytes)
         .load(EBPF_OBJECT)?;
     for (name, category, event) in TRACEPOINTS {

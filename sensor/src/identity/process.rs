@@ -52,6 +52,9 @@ pub struct ProcessInfo {
     pub identity: Option<Arc<ProcIdentity>>,
     /// `process.ancestry`, built at the first event and reused.
     pub ancestry: Option<Arc<serde_json::Value>>,
+    /// This process's fields on every event about it (process, user,
+    /// container, pod, workload), built at the first event and shared.
+    pub actor: Option<Arc<crate::event::Fields>>,
 }
 
 impl ProcessInfo {
@@ -69,6 +72,7 @@ impl ProcessInfo {
             source,
             identity: None,
             ancestry: None,
+            actor: None,
         }
     }
 }
@@ -189,12 +193,20 @@ impl ProcessTable {
     pub fn set_identity(&mut self, pid: u32, identity: Arc<ProcIdentity>) {
         if let Some(info) = self.live.get_mut(&pid) {
             info.identity = Some(identity);
+            info.actor = None;
         }
     }
 
     pub fn set_ancestry(&mut self, pid: u32, ancestry: Arc<serde_json::Value>) {
         if let Some(info) = self.live.get_mut(&pid) {
             info.ancestry = Some(ancestry);
+            info.actor = None;
+        }
+    }
+
+    pub fn set_actor(&mut self, pid: u32, actor: Arc<crate::event::Fields>) {
+        if let Some(info) = self.live.get_mut(&pid) {
+            info.actor = Some(actor);
         }
     }
 
@@ -229,6 +241,7 @@ impl ProcessTable {
                 info.ppid = Some(parent);
                 info.source = "fork";
                 info.ancestry = None;
+                info.actor = None;
                 Some(info)
             })?;
             self.live.insert(pid, info);

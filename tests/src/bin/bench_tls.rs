@@ -281,14 +281,21 @@ fn chat_request(port: u16, body: &str) -> String {
 }
 
 fn oneshot(args: &[String]) -> Result<(), Error> {
-    use openssl::ssl::{SslConnector, SslMethod};
+    use openssl::ssl::{Ssl, SslContext, SslMethod, SslVerifyMode};
     let port: u16 = flag(args, "--port")?.parse()?;
     let model = flag(args, "--model")?;
-    let mut builder = SslConnector::builder(SslMethod::tls_client())?;
+    // Only the test CA: `SslConnector` would also parse the system bundle,
+    // which alone takes tens of milliseconds, and this client must be short.
+    let mut builder = SslContext::builder(SslMethod::tls_client())?;
+    builder.set_verify(SslVerifyMode::PEER);
     builder.set_ca_file(flag(args, "--ca")?)?;
+    let context = builder.build();
+    let mut ssl = Ssl::new(&context)?;
+    ssl.set_hostname("localhost")?;
+    ssl.param_mut().set_host("localhost")?;
     let tcp = TcpStream::connect(("127.0.0.1", port))?;
     tcp.set_nodelay(true)?;
-    let mut stream = BufReader::new(builder.build().connect("localhost", tcp)?);
+    let mut stream = BufReader::new(ssl.connect(tcp)?);
     let body = format!(r#"{{"model":"{model}","messages":[{{"role":"user","content":"hi"}}]}}"#);
     let request = chat_request(port, &body);
     stream.get_mut().write_all(request.as_bytes())?;
