@@ -6,14 +6,17 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::sink::config::SinkConfig;
+
 /// Event actions the sensor can emit.
-pub const ACTIONS: [&str; 6] = [
+pub const ACTIONS: [&str; 7] = [
     "model_call",
     "credential_shared",
     "connect",
     "process_exec",
     "process_exit",
     "sensor_health",
+    "sensor_checkpoint",
 ];
 
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/sensor/sensor.toml";
@@ -55,6 +58,17 @@ pub struct Config {
     /// A credential used by two or more actors within this many seconds is
     /// reported as shared. Default 3600.
     pub credential_share_window_secs: u64,
+    /// Where events go (`[[sinks]]` tables). Default: stdout, native format.
+    pub sinks: Vec<SinkConfig>,
+    /// HMAC key of each output's hash chain (`event.hash`); created
+    /// (random, 0600) when missing. `sensor verify` needs it to tell an
+    /// altered record. Default `/var/lib/sensor/integrity.key`.
+    pub integrity_key_file: PathBuf,
+    /// Network sinks keep every record here until delivered, one
+    /// directory per sink. Default `/var/lib/sensor/spool`.
+    pub spool_dir: PathBuf,
+    /// `host:port` of the Prometheus `/metrics` endpoint. Default: off.
+    pub metrics_address: Option<String>,
 }
 
 impl Default for Config {
@@ -72,6 +86,10 @@ impl Default for Config {
             spiffe_svid_paths: crate::identity::IdentityConfig::default().spiffe_svid_paths,
             host_root: PathBuf::from("/"),
             credential_share_window_secs: 3600,
+            sinks: Vec::new(),
+            integrity_key_file: PathBuf::from("/var/lib/sensor/integrity.key"),
+            spool_dir: PathBuf::from("/var/lib/sensor/spool"),
+            metrics_address: None,
         }
     }
 }
@@ -87,6 +105,8 @@ pub enum ConfigError {
     Parse { path: PathBuf, message: String },
     #[error("config key `{key}`: {message}")]
     Invalid { key: &'static str, message: String },
+    #[error("config sink `{sink}`: {message}")]
+    Sink { sink: String, message: String },
 }
 
 impl Config {
@@ -168,7 +188,38 @@ impl Config {
                 message: "must be an absolute path".into(),
             });
         }
+        let mut names = std::collections::BTreeSet::new();
+        for sink in &self.sinks {
+            sink.validate(&ACTIONS)
+                .map_err(|message| ConfigError::Sink {
+                    sink: sink.name.clone(),
+                    message,
+                })?;
+            if !names.insert(sink.name.as_str()) {
+                return Err(ConfigError::Sink {
+                    sink: sink.name.clone(),
+                    message: "two sinks have this name".into(),
+                });
+            }
+        }
+        if let Some(address) = &self.metrics_address
+            && address.parse::<std::net::SocketAddr>().is_err()
+        {
+            return Err(ConfigError::Invalid {
+                key: "metrics_address",
+                message: format!("`{address}` is not ip:port"),
+            });
+        }
         Ok(())
+    }
+
+    /// The sinks to run: the configured ones, else stdout.
+    pub fn effective_sinks(&self) -> Vec<SinkConfig> {
+        if self.sinks.is_empty() {
+            vec![SinkConfig::default_stdout()]
+        } else {
+            self.sinks.clone()
+        }
     }
 
     /// What the identity resolver needs.

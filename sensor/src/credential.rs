@@ -22,19 +22,19 @@ const FINGERPRINT_BYTES: usize = 16;
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
-    #[error("reading fingerprint key {path}")]
+    #[error("reading key {path}")]
     Read {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("creating fingerprint key {path}")]
+    #[error("creating key {path}")]
     Create {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("fingerprint key {path} holds {len} bytes; at least 16 are needed")]
+    #[error("key {path} holds {len} bytes; at least 16 are needed")]
     TooShort { path: PathBuf, len: usize },
-    #[error("fingerprint key {path} is readable by group or others (mode {mode:o}); chmod 600 it")]
+    #[error("key {path} is readable by group or others (mode {mode:o}); chmod 600 it")]
     Permissions { path: PathBuf, mode: u32 },
 }
 
@@ -51,61 +51,7 @@ impl Fingerprinter {
     /// Reads the key at `path`, or creates one (random, mode 0600) when the
     /// file does not exist, so fingerprints stay stable across restarts.
     pub fn load_or_create(path: &Path) -> Result<Self, KeyError> {
-        match fs::read(path) {
-            Ok(key) => {
-                let mode = fs::metadata(path)
-                    .map_err(|source| KeyError::Read {
-                        path: path.into(),
-                        source,
-                    })?
-                    .permissions()
-                    .mode();
-                if mode & 0o077 != 0 {
-                    return Err(KeyError::Permissions {
-                        path: path.into(),
-                        mode: mode & 0o777,
-                    });
-                }
-                if key.len() < 16 {
-                    return Err(KeyError::TooShort {
-                        path: path.into(),
-                        len: key.len(),
-                    });
-                }
-                Ok(Self { key })
-            }
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-                let create = |source| KeyError::Create {
-                    path: path.into(),
-                    source,
-                };
-                if let Some(dir) = path.parent() {
-                    fs::DirBuilder::new()
-                        .recursive(true)
-                        .mode(0o700)
-                        .create(dir)
-                        .map_err(create)?;
-                }
-                let mut key = vec![0u8; KEY_BYTES];
-                fs::File::open("/dev/urandom")
-                    .and_then(|mut f| f.read_exact(&mut key))
-                    .map_err(create)?;
-                let mut file = fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .open(path)
-                    .map_err(create)?;
-                file.write_all(&key)
-                    .and_then(|()| file.sync_all())
-                    .map_err(create)?;
-                Ok(Self { key })
-            }
-            Err(source) => Err(KeyError::Read {
-                path: path.into(),
-                source,
-            }),
-        }
+        load_or_create_key(path).map(|key| Self { key })
     }
 
     /// `hmac-sha256:` and 32 hex digits.
@@ -124,6 +70,67 @@ impl Fingerprinter {
             out.push(char::from(HEX[usize::from(byte & 0xf)]));
         }
         out
+    }
+}
+
+/// Reads a secret key at `path`, or creates one (random, 32 bytes, mode
+/// 0600, in a 0700 directory) when the file does not exist. A key others
+/// can read, or one shorter than 16 bytes, is refused.
+pub fn load_or_create_key(path: &Path) -> Result<Vec<u8>, KeyError> {
+    match fs::read(path) {
+        Ok(key) => {
+            let mode = fs::metadata(path)
+                .map_err(|source| KeyError::Read {
+                    path: path.into(),
+                    source,
+                })?
+                .permissions()
+                .mode();
+            if mode & 0o077 != 0 {
+                return Err(KeyError::Permissions {
+                    path: path.into(),
+                    mode: mode & 0o777,
+                });
+            }
+            if key.len() < 16 {
+                return Err(KeyError::TooShort {
+                    path: path.into(),
+                    len: key.len(),
+                });
+            }
+            Ok(key)
+        }
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            let create = |source| KeyError::Create {
+                path: path.into(),
+                source,
+            };
+            if let Some(dir) = path.parent() {
+                fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(dir)
+                    .map_err(create)?;
+            }
+            let mut key = vec![0u8; KEY_BYTES];
+            fs::File::open("/dev/urandom")
+                .and_then(|mut f| f.read_exact(&mut key))
+                .map_err(create)?;
+            let mut file = fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)
+                .map_err(create)?;
+            file.write_all(&key)
+                .and_then(|()| file.sync_all())
+                .map_err(create)?;
+            Ok(key)
+        }
+        Err(source) => Err(KeyError::Read {
+            path: path.into(),
+            source,
+        }),
     }
 }
 

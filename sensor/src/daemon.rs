@@ -19,8 +19,12 @@ use crate::{
     config::Config,
     credential::Fingerprinter,
     pipeline::Pipeline,
-    sink::StdoutSink,
+    sink::Outputs,
 };
+
+/// How long network sinks keep delivering at a clean stop before what is
+/// left waits in their spools for the next start.
+const STOP_GRACE: Duration = Duration::from_secs(5);
 
 /// How often kernel loss counters are checked; a change is reported at once.
 const LOSS_CHECK: Duration = Duration::from_secs(1);
@@ -48,6 +52,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             .unwrap_or_else(|| "unknown".into()),
     };
     let fingerprinter = Fingerprinter::load_or_create(&config.fingerprint_key_file)?;
+    let integrity_key = crate::credential::load_or_create_key(&config.integrity_key_file)
+        .context("the integrity key")?;
+    // Every sink opens (files created, spools read, senders started)
+    // before anything loads: a bad sink stops the sensor here.
+    let outputs = Outputs::open(
+        &config.effective_sinks(),
+        integrity_key,
+        &config.spool_dir,
+        &host_name,
+    )?;
 
     // Below an eighth of the ring waiting, records are drained by the poll
     // tick instead of waking the daemon one by one.
@@ -57,8 +71,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     } else {
         u64::from(config.ring_buffer_bytes / 8)
     };
-    let loaded = bpf::load(config.ring_buffer_bytes, wakeup_bytes)
-        .context("loading the kernel programs")?;
+    let loaded =
+        bpf::load(config.ring_buffer_bytes, wakeup_bytes).context("loading the kernel programs")?;
     info!(
         ring_buffer_bytes = config.ring_buffer_bytes,
         "kernel programs loaded, tracepoints attached"
@@ -117,12 +131,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         })
         .context("starting the attacher thread")?;
 
-    let mut pipeline = Pipeline::new(
-        config.clone(),
-        host_name,
-        fingerprinter,
-        Box::new(StdoutSink::new()),
-    );
+    let mut pipeline = Pipeline::new(config.clone(), host_name, fingerprinter, outputs);
     pipeline.set_kernel_tables(tables);
     pipeline.set_scan_sender(scan_tx.clone());
     pipeline.procs.seed();
@@ -133,6 +142,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("polling the ring buffer: {e}"))?;
     let mut sigterm = tokio::signal::unix::signal(SignalKind::terminate())?;
     let mut sigint = tokio::signal::unix::signal(SignalKind::interrupt())?;
+    let mut sighup = tokio::signal::unix::signal(SignalKind::hangup())?;
     let mut health = tokio::time::interval(Duration::from_secs(config.health_interval_secs));
     health.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     health.tick().await;
@@ -204,6 +214,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 }
                 last_kernel = kernel;
             }
+            _ = sighup.recv() => {
+                info!("SIGHUP: reopening output files");
+                pipeline.reopen_outputs();
+            }
             _ = sigterm.recv() => break,
             _ = sigint.recv() => break,
         }
@@ -229,6 +243,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         bpf::read_counters(&counters),
         &attach_stats(&stats),
     );
+    pipeline.close_outputs(STOP_GRACE);
     Ok(())
 }
 

@@ -10,7 +10,7 @@ use serde_json::Value;
 use crate::identity::{ProcIdentity, process::ProcessInfo};
 
 /// Version of the event schema; bumped on any breaking change.
-pub const SCHEMA_VERSION: &str = "1.1.0";
+pub const SCHEMA_VERSION: &str = "1.2.0";
 
 /// Fields by dotted path, in the order they were set.
 pub type Fields = Vec<(&'static str, Value)>;
@@ -99,7 +99,19 @@ impl Event {
     /// strings with a common prefix are adjacent in byte order), so one
     /// pass with a stack of open objects writes the nesting.
     pub fn write_json(&self, out: &mut Vec<u8>) {
-        let mut own: Vec<&(&'static str, Value)> = self.fields.iter().collect();
+        self.write_json_with(&[], out);
+    }
+
+    /// [`Event::write_json`] with `extra` fields (set after, so they win).
+    /// Returns the offset in `out` just after the `{` that opens the
+    /// top-level `event` object, where a member can be spliced in.
+    pub fn write_json_with(
+        &self,
+        extra: &[(&'static str, Value)],
+        out: &mut Vec<u8>,
+    ) -> Option<usize> {
+        let mut event_at = None;
+        let mut own: Vec<&(&'static str, Value)> = self.fields.iter().chain(extra.iter()).collect();
         // Stable: of equal paths, the one set last ends up last, and is the
         // one kept below.
         own.sort_by(|a, b| a.0.cmp(b.0));
@@ -142,6 +154,9 @@ impl Event {
                 }
                 write_key(out, part);
                 out.push(b'{');
+                if open.is_empty() && part == "event" {
+                    event_at = Some(out.len());
+                }
                 open.push(part);
                 first = true;
             }
@@ -157,6 +172,7 @@ impl Event {
             out.push(b'}');
         }
         out.push(b'}');
+        event_at
     }
 
     /// The event as a JSON value (tests, replay; not the hot path).
@@ -234,7 +250,6 @@ impl Event {
         }
         self
     }
-
 }
 
 /// Merges `shared` (sorted, one entry per path) and `own` (sorted) into one

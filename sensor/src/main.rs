@@ -1,10 +1,11 @@
-//! `sensor`: the eBPF host sensor daemon. Events go to stdout as JSON lines,
-//! logs to stderr.
+//! `sensor`: the eBPF host sensor daemon. Events go to the configured sinks
+//! (stdout as JSON lines by default), logs to stderr. `sensor verify`
+//! checks output files' hash chains.
 
 use std::path::PathBuf;
 
 use anyhow::Context as _;
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use sensor::config::Config;
 
 #[derive(Debug, Parser)]
@@ -13,6 +14,8 @@ use sensor::config::Config;
     about = "eBPF sensor that attributes model API calls to the real actor"
 )]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// Config file (TOML). Default: /etc/sensor/sensor.toml when it exists.
     #[arg(long, short = 'c')]
     config: Option<PathBuf>,
@@ -46,9 +49,34 @@ struct Cli {
     /// Window in seconds for reporting a credential shared by actors.
     #[arg(long)]
     credential_share_window_secs: Option<u64>,
+    /// HMAC key of the outputs' hash chains (created when missing).
+    #[arg(long)]
+    integrity_key_file: Option<PathBuf>,
+    /// Directory of the network sinks' spools.
+    #[arg(long)]
+    spool_dir: Option<PathBuf>,
     /// Log filter for stderr (tracing syntax), e.g. `info`, `sensor=debug`.
     #[arg(long, env = "SENSOR_LOG", default_value = "info")]
     log: String,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Checks the hash chain of output files (give rotated files oldest
+    /// first, e.g. `events.jsonl.* events.jsonl`): reports each gap,
+    /// reorder, broken link and, with the integrity key, altered record.
+    /// Exit status 0 when the chain is whole, 1 when not, 2 on bad usage.
+    Verify {
+        /// The integrity key (default: `integrity_key_file` of the config,
+        /// when readable). Without it, hashes are not checked.
+        #[arg(long)]
+        key_file: Option<PathBuf>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
 }
 
 fn main() {
@@ -67,6 +95,31 @@ fn run() -> anyhow::Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log).context("--log")?)
         .init();
     let mut config = Config::load(cli.config.as_deref())?;
+    if let Some(Command::Verify {
+        key_file,
+        json,
+        files,
+    }) = cli.command
+    {
+        let key_path = key_file
+            .clone()
+            .or(cli.integrity_key_file.clone())
+            .unwrap_or_else(|| config.integrity_key_file.clone());
+        let key = match std::fs::read(&key_path) {
+            Ok(key) => Some(key),
+            Err(err) if key_file.is_some() => {
+                eprintln!(
+                    "sensor: error: reading the key {}: {err}",
+                    key_path.display()
+                );
+                std::process::exit(2);
+            }
+            Err(_) => None,
+        };
+        let report = sensor::sink::verify::verify_files(&files, key.as_deref());
+        print_report(&report, json)?;
+        std::process::exit(if report.problems.is_empty() { 0 } else { 1 });
+    }
     if let Some(v) = cli.host_name {
         config.host_name = Some(v);
     }
@@ -94,6 +147,12 @@ fn run() -> anyhow::Result<()> {
     if let Some(v) = cli.host_root {
         config.host_root = v;
     }
+    if let Some(v) = cli.integrity_key_file {
+        config.integrity_key_file = v;
+    }
+    if let Some(v) = cli.spool_dir {
+        config.spool_dir = v;
+    }
     if let Some(v) = cli.credential_share_window_secs {
         config.credential_share_window_secs = v;
     }
@@ -102,4 +161,36 @@ fn run() -> anyhow::Result<()> {
         .build()
         .context("starting the runtime")?;
     runtime.block_on(sensor::daemon::run(config))
+}
+
+#[expect(clippy::print_stdout, reason = "the report is the command's output")]
+fn print_report(report: &sensor::sink::verify::Report, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(report)?);
+        return Ok(());
+    }
+    for problem in &report.problems {
+        println!("{problem}");
+    }
+    println!(
+        "{} records, {} chain start(s), {} checkpoint(s), {}; hashes {}; {}",
+        report.records,
+        report.chains,
+        report.checkpoints,
+        if report.ends_with_checkpoint {
+            "ends with a checkpoint (clean stop)"
+        } else {
+            "no checkpoint at the end (running, or not stopped cleanly)"
+        },
+        if report.keyed {
+            "checked"
+        } else {
+            "NOT checked (no key)"
+        },
+        match report.problems.first() {
+            None => "chain intact".to_owned(),
+            Some(first) => format!("FIRST PROBLEM at {}", first.at),
+        }
+    );
+    Ok(())
 }

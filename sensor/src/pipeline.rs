@@ -21,7 +21,7 @@ use crate::{
     model,
     session::{Exchange, Sessions},
     sharing::{Actor, ShareTracker},
-    sink::Sink,
+    sink::Outputs,
 };
 
 /// Ancestors listed on an event at most.
@@ -52,10 +52,8 @@ pub struct Pipeline {
     conns: ConnTable,
     sessions: Sessions,
     fingerprinter: Fingerprinter,
-    sink: Box<dyn Sink + Send>,
+    outputs: Outputs,
     counters: Counters,
-    /// The line being written, kept to reuse its allocation.
-    line: Vec<u8>,
     /// The attacher's queue of pids whose mappings to look at (exec, mmap,
     /// root change): requests go out as soon as they arise, not after the
     /// batch of records (a fresh client is racing the attach). None without
@@ -71,7 +69,7 @@ impl Pipeline {
         config: Config,
         host_name: String,
         fingerprinter: Fingerprinter,
-        sink: Box<dyn Sink + Send>,
+        outputs: Outputs,
     ) -> Self {
         let body_cap = config.body_capture_bytes;
         let identity = Resolver::new(config.identity());
@@ -88,9 +86,8 @@ impl Pipeline {
             conns: ConnTable::default(),
             sessions: Sessions::new(body_cap),
             fingerprinter,
-            sink,
+            outputs,
             counters: Counters::default(),
-            line: Vec::with_capacity(4096),
             scan_tx: None,
             kernel: None,
         }
@@ -479,7 +476,8 @@ impl Pipeline {
         self.emit(event)
     }
 
-    /// Stamps id, sequence and host, and writes the event. Returns its id.
+    /// Stamps id and host, and hands the event to every output (each adds
+    /// its own sequence and chain). Returns its id.
     pub fn emit(&mut self, mut event: Event) -> String {
         if event.get("@timestamp").is_none() {
             event.set(
@@ -491,35 +489,61 @@ impl Pipeline {
         let id = format!("{}-{:012x}", self.instance, self.sequence);
         event
             .set("event.id", id.clone())
-            .set("event.sequence", self.sequence)
             .set("host.name", self.host_name.clone())
             .set("observer.type", "sensor")
             .set("observer.version", env!("CARGO_PKG_VERSION"));
+        let action = event.action().to_owned();
         *self
             .counters
             .events_emitted
-            .entry(event.action().to_owned())
+            .entry(action.clone())
             .or_default() += 1;
-        let mut line = std::mem::take(&mut self.line);
-        line.clear();
-        event.write_json(&mut line);
-        if let Err(err) = self.sink.write(&line) {
-            self.counters.sink_errors += 1;
-            if self.counters.sink_errors.is_power_of_two() {
-                warn!(%err, count = self.counters.sink_errors, "sink write failed");
-            }
-        }
-        self.line = line;
+        self.outputs.deliver(&event, &action, &id);
         id
     }
 
     pub fn flush(&mut self) {
-        if let Err(err) = self.sink.flush() {
-            self.counters.sink_errors += 1;
-            if self.counters.sink_errors.is_power_of_two() {
-                warn!(%err, "sink flush failed");
-            }
-        }
+        self.outputs.flush();
+    }
+
+    /// SIGHUP: output files are reopened.
+    pub fn reopen_outputs(&mut self) {
+        self.outputs.reopen();
+    }
+
+    /// Clean stop: a `sensor_checkpoint` closes each output's chain, then
+    /// the outputs are flushed and network senders get `grace` to deliver.
+    pub fn close_outputs(&mut self, grace: std::time::Duration) {
+        let now = rfc3339(self.clock.wall_ns(self.clock.now_boot_ns()));
+        let (instance, host) = (self.instance.clone(), self.host_name.clone());
+        let mut sequence = self.sequence;
+        self.outputs.checkpoint(|records, last_hash| {
+            sequence += 1;
+            let id = format!("{instance}-{sequence:012x}");
+            let mut event = Event::new("sensor_checkpoint");
+            event
+                .set("@timestamp", now.clone())
+                .set("event.kind", "metric")
+                .set("event.id", id.clone())
+                .set("host.name", host.clone())
+                .set("observer.type", "sensor")
+                .set("observer.version", env!("CARGO_PKG_VERSION"))
+                .set("sensor.instance", instance.clone())
+                .set("sensor.checkpoint.records", records)
+                .set("sensor.checkpoint.last_hash", last_hash.to_owned())
+                .set(
+                    "message",
+                    format!("clean stop: {records} records written by this output in this run"),
+                );
+            (event, id)
+        });
+        self.sequence = sequence;
+        self.outputs.close(grace);
+    }
+
+    /// Per-sink counters.
+    pub fn sink_stats(&self) -> Vec<crate::sink::OutputStats> {
+        self.outputs.stats()
     }
 
     /// Periodic upkeep: idle sessions and exited processes.
@@ -541,6 +565,7 @@ impl Pipeline {
 
     /// A `sensor_health` event with every counter.
     pub fn health(&mut self, status: &str, kernel: KernelCounters, attach: &AttachStats) {
+        self.counters.sink_errors = self.outputs.errors();
         if !self.config.emits("sensor_health") {
             return;
         }
@@ -578,6 +603,10 @@ impl Pipeline {
                 serde_json::to_value(self.identity.stats()).unwrap_or_default(),
             )
             .set("sensor.credentials_tracked", self.sharing.len() as u64)
+            .set(
+                "sensor.sinks",
+                serde_json::to_value(self.outputs.stats()).unwrap_or_default(),
+            )
             .set("sensor.tls.files_probed", probed)
             .set("sensor.tls.files_checked", attach.files_checked)
             .set("sensor.tls.attach_failures", attach.attach_failures)

@@ -12,6 +12,8 @@
 )]
 
 pub mod cri;
+pub mod receiver;
+pub mod rsyslog;
 pub mod runtime;
 
 use std::{
@@ -94,6 +96,8 @@ impl Sensor {
         let mut cmd = Command::new(env_path("SENSOR_BIN"));
         cmd.arg("--fingerprint-key-file")
             .arg(dir.join("fingerprint.key"))
+            .arg("--integrity-key-file")
+            .arg(dir.join("integrity.key"))
             .args([
                 "--host-name",
                 "it-node",
@@ -258,6 +262,13 @@ impl Sensor {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// SIGKILL: no flush, no checkpoint, no clean anything.
+    pub fn kill(&self) {
+        let mut child = self.child.lock().unwrap();
+        let _ = child.kill();
+        let _ = child.wait();
     }
 
     /// Fails if `secret` appears anywhere the sensor wrote.

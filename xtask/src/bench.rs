@@ -531,7 +531,11 @@ fn zero_loss(
         // CPU per event, as % of a core per 10k events/s (the idle
         // seconds of the wait above cost next to nothing).
         let cpu = process_cpu_seconds(sensor.guard.0.id())? - cpu_before;
-        let cpu_per_10k = if seen > 0 { cpu / seen as f64 * 10_000.0 * 100.0 } else { f64::NAN };
+        let cpu_per_10k = if seen > 0 {
+            cpu / seen as f64 * 10_000.0 * 100.0
+        } else {
+            f64::NAN
+        };
         std::thread::sleep(Duration::from_millis(1100));
         let drops = sensor.ringbuf_drops.load(Ordering::Relaxed) - drops_before;
         let achieved = result["rate"].as_f64().unwrap_or(0.0);

@@ -35,6 +35,8 @@ const TEST_PACKAGES: &[&str] = &[
     "ca-certificates",
     "libssl-dev",
     "pkg-config",
+    "rsyslog",
+    "rsyslog-gnutls",
 ];
 
 fn is_root() -> bool {
