@@ -41,7 +41,11 @@ fn attach_stats(stats: &Mutex<AttachStats>) -> AttachStats {
 }
 
 /// Runs until a stop signal. Must be called inside a tokio runtime.
-pub async fn run(config: Config) -> anyhow::Result<()> {
+/// `reload` reads the configuration again (SIGHUP).
+pub async fn run(
+    config: Config,
+    reload: Box<dyn Fn() -> anyhow::Result<Config>>,
+) -> anyhow::Result<()> {
     config.validate()?;
     preflight()?;
     let host_name = match &config.host_name {
@@ -149,6 +153,17 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let mut loss = tokio::time::interval(LOSS_CHECK);
     loss.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut last_kernel = KernelCounters::default();
+    // The metrics endpoint serves a snapshot refreshed every second.
+    let metrics = match &config.metrics_address {
+        Some(address) => {
+            let snapshot = crate::metrics::Snapshot::default();
+            crate::metrics::serve(address.clone(), std::sync::Arc::clone(&snapshot))
+                .await
+                .with_context(|| format!("metrics_address {address}"))?;
+            Some(snapshot)
+        }
+        None => None,
+    };
     let mut ready = Some(ready_rx);
     // The drain tick backs off while the ring stays empty (each wakeup of
     // an idle daemon costs a context switch), and snaps back at the first
@@ -208,6 +223,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             }
             _ = loss.tick() => {
                 let kernel = bpf::read_counters(&counters);
+                if let Some(snapshot) = &metrics {
+                    let text = pipeline.metrics(&kernel, &attach_stats(&stats));
+                    if let Ok(mut s) = snapshot.lock() {
+                        *s = text;
+                    }
+                }
                 if kernel.ringbuf_drops != last_kernel.ringbuf_drops {
                     warn!(drops = kernel.ringbuf_drops - last_kernel.ringbuf_drops, "ring buffer full: records lost");
                     pipeline.health("degraded", kernel, &attach_stats(&stats));
@@ -215,8 +236,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 last_kernel = kernel;
             }
             _ = sighup.recv() => {
-                info!("SIGHUP: reopening output files");
+                info!("SIGHUP: reopening output files and reloading the config");
                 pipeline.reopen_outputs();
+                match reload() {
+                    Ok(new) => {
+                        for note in pipeline.reload(&new) {
+                            warn!("config reload: {note}");
+                        }
+                    }
+                    Err(err) => warn!("config reload refused, the running config stays: {err:#}"),
+                }
             }
             _ = sigterm.recv() => break,
             _ = sigint.recv() => break,

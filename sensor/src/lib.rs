@@ -11,6 +11,7 @@ pub mod decode;
 pub mod event;
 pub mod grpc;
 pub mod identity;
+pub mod metrics;
 pub mod model;
 pub mod pipeline;
 pub mod protocol;

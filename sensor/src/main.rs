@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use sensor::config::Config;
 
-#[derive(Debug, Parser)]
+#[derive(Debug, Clone, Parser)]
 #[command(
     version,
     about = "eBPF sensor that attributes model API calls to the real actor"
@@ -60,7 +60,7 @@ struct Cli {
     log: String,
 }
 
-#[derive(Debug, Subcommand)]
+#[derive(Debug, Clone, Subcommand)]
 enum Command {
     /// Checks the hash chain of output files (give rotated files oldest
     /// first, e.g. `events.jsonl.* events.jsonl`): reports each gap,
@@ -99,7 +99,7 @@ fn run() -> anyhow::Result<()> {
         key_file,
         json,
         files,
-    }) = cli.command
+    }) = cli.command.clone()
     {
         let key_path = key_file
             .clone()
@@ -120,7 +120,25 @@ fn run() -> anyhow::Result<()> {
         print_report(&report, json)?;
         std::process::exit(if report.problems.is_empty() { 0 } else { 1 });
     }
-    if let Some(v) = cli.host_name {
+    apply_flags(&mut config, &cli);
+    // SIGHUP reads the file again, with the same flags on top.
+    let reload_cli = cli.clone();
+    let reload = move || -> anyhow::Result<Config> {
+        let mut config = Config::load(reload_cli.config.as_deref())?;
+        apply_flags(&mut config, &reload_cli);
+        config.validate()?;
+        Ok(config)
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    runtime.block_on(sensor::daemon::run(config, Box::new(reload)))
+}
+
+/// Command-line flags win over the file.
+fn apply_flags(config: &mut Config, cli: &Cli) {
+    if let Some(v) = cli.host_name.clone() {
         config.host_name = Some(v);
     }
     if let Some(v) = cli.ring_buffer_bytes {
@@ -129,38 +147,33 @@ fn run() -> anyhow::Result<()> {
     if let Some(v) = cli.ring_buffer_poll_ms {
         config.ring_buffer_poll_ms = v;
     }
-    if let Some(v) = cli.fingerprint_key_file {
+    if let Some(v) = cli.fingerprint_key_file.clone() {
         config.fingerprint_key_file = v;
     }
-    if let Some(v) = cli.events {
+    if let Some(v) = cli.events.clone() {
         config.events = v;
     }
     if let Some(v) = cli.health_interval_secs {
         config.health_interval_secs = v;
     }
-    if let Some(v) = cli.node_name {
+    if let Some(v) = cli.node_name.clone() {
         config.node_name = Some(v);
     }
-    if let Some(v) = cli.spiffe_trust_domain {
+    if let Some(v) = cli.spiffe_trust_domain.clone() {
         config.spiffe_trust_domain = v;
     }
-    if let Some(v) = cli.host_root {
+    if let Some(v) = cli.host_root.clone() {
         config.host_root = v;
     }
-    if let Some(v) = cli.integrity_key_file {
+    if let Some(v) = cli.integrity_key_file.clone() {
         config.integrity_key_file = v;
     }
-    if let Some(v) = cli.spool_dir {
+    if let Some(v) = cli.spool_dir.clone() {
         config.spool_dir = v;
     }
     if let Some(v) = cli.credential_share_window_secs {
         config.credential_share_window_secs = v;
     }
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the runtime")?;
-    runtime.block_on(sensor::daemon::run(config))
 }
 
 #[expect(clippy::print_stdout, reason = "the report is the command's output")]

@@ -506,6 +506,24 @@ impl Pipeline {
         self.outputs.flush();
     }
 
+    /// SIGHUP with a valid new config: what can change while running
+    /// does (the `events` lists, globally and per sink); the rest waits
+    /// for a restart. Returns what was not applied.
+    pub fn reload(&mut self, new: &Config) -> Vec<String> {
+        let mut notes = self.outputs.set_filters(&new.effective_sinks());
+        let neutral = |c: &Config| {
+            let mut c = c.clone();
+            c.events.clear();
+            c.sinks.clear();
+            c
+        };
+        if neutral(&self.config) != neutral(new) {
+            notes.push("settings other than `events` changed; they apply at the next start".into());
+        }
+        self.config.events = new.events.clone();
+        notes
+    }
+
     /// SIGHUP: output files are reopened.
     pub fn reopen_outputs(&mut self) {
         self.outputs.reopen();
@@ -539,6 +557,18 @@ impl Pipeline {
         });
         self.sequence = sequence;
         self.outputs.close(grace);
+    }
+
+    /// Every counter in Prometheus text format.
+    pub fn metrics(&self, kernel: &KernelCounters, attach: &AttachStats) -> String {
+        crate::metrics::render(&crate::metrics::Inputs {
+            pipeline: &self.counters,
+            sessions: &self.sessions.stats(),
+            kernel,
+            attach,
+            sinks: &self.outputs.stats(),
+            processes_tracked: self.procs.len() as u64,
+        })
     }
 
     /// Per-sink counters.

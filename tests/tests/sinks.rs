@@ -640,3 +640,127 @@ fn a_bad_sink_is_refused_naming_the_sink_and_the_key() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("accessible to other users"), "{err}");
 }
+
+fn scrape(port: u16) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return String::new();
+    };
+    let _ = s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text);
+    text
+}
+
+/// Runs `sh -c 'exit 0' <marker>` and waits for its exec and exit events.
+fn marker_process(sensor: &Sensor, marker: &str) {
+    assert!(
+        Command::new("/bin/sh")
+            .args(["-c", "exit 0", marker])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let mine = |e: &Value| {
+        e["process"]["command_line"]
+            .as_str()
+            .is_some_and(|c| c.contains(marker))
+    };
+    for what in ["process_exec", "process_exit"] {
+        assert!(
+            sensor
+                .wait_for(WAIT, |e| action(e) == what && mine(e))
+                .is_some(),
+            "no {what} for {marker}"
+        );
+    }
+}
+
+#[test]
+fn metrics_endpoint_and_sighup_reopen_and_reload() {
+    let dir = scratch("sinks-hup");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = dir.join("events.jsonl");
+    let config_text = |events: &str| {
+        format!(
+            "metrics_address = \"127.0.0.1:{port}\"\n\n[[sinks]]\nname = \"stdout\"\ntype = \"stdout\"\n\n[[sinks]]\nname = \"file\"\ntype = \"file\"\npath = \"{}\"\nevents = {events}\n",
+            out.display()
+        )
+    };
+    let config = write_config(&dir, &config_text("[\"process_exec\"]"));
+    let sensor = Sensor::start("sinks-hup", &["--config", config.to_str().unwrap()]);
+    let first = format!("hup-first-{}", unique());
+    marker_process(&sensor, &first);
+
+    // The endpoint serves the counters (refreshed every second).
+    let deadline = std::time::Instant::now() + WAIT;
+    let text = loop {
+        let text = scrape(port);
+        if text.contains("sensor_sink_records_total{sink=\"file\",type=\"file\"} ")
+            && !text.contains("sensor_sink_records_total{sink=\"file\",type=\"file\"} 0\n")
+        {
+            break text;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "metrics never showed the file sink:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    for name in [
+        "sensor_events_total{action=\"process_exec\"}",
+        "sensor_ringbuf_drops_total 0",
+        "sensor_tls_files_probed ",
+        "sensor_parse_errors_total ",
+        "# TYPE sensor_sink_queue_depth gauge",
+    ] {
+        assert!(text.contains(name), "{name} missing:\n{text}");
+    }
+
+    // logrotate-style: the file is moved away, SIGHUP reopens the path;
+    // the new config also sends exits to the file.
+    let moved = dir.join("events.jsonl.1");
+    std::fs::rename(&out, &moved).unwrap();
+    std::fs::write(&config, config_text("[\"process_exec\", \"process_exit\"]")).unwrap();
+    // SAFETY: signalling the sensor we started.
+    unsafe { libc::kill(sensor.pid() as i32, libc::SIGHUP) };
+    // The signal is handled on the event loop: wait until it was.
+    let deadline = std::time::Instant::now() + WAIT;
+    while !sensor.stderr_text().contains("SIGHUP") {
+        assert!(std::time::Instant::now() < deadline, "SIGHUP not handled");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let second = format!("hup-second-{}", unique());
+    marker_process(&sensor, &second);
+    assert!(sensor.stop().success());
+    let old = std::fs::read_to_string(&moved).unwrap();
+    let new = std::fs::read_to_string(&out).unwrap();
+    assert!(old.contains(&first) && !old.contains(&second));
+    assert!(
+        !old.contains("\"process_exit\""),
+        "exits went to the file before the reload"
+    );
+    let second_actions: Vec<String> = new
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|e| {
+            e["process"]["command_line"]
+                .as_str()
+                .is_some_and(|c| c.contains(&second))
+        })
+        .map(|e| action(&e).to_owned())
+        .collect();
+    assert!(
+        second_actions.contains(&"process_exec".to_owned())
+            && second_actions.contains(&"process_exit".to_owned()),
+        "{second_actions:?}"
+    );
+    // One chain across the reopen.
+    let (code, report) = verify(&[moved, out], &sensor.dir.join("integrity.key"));
+    assert_eq!(code, 0, "{report}");
+}

@@ -188,6 +188,7 @@ enum Target {
 }
 
 struct Output {
+    config: SinkConfig,
     filter: Option<BTreeSet<String>>,
     format: Format,
     chain: Chain,
@@ -291,6 +292,7 @@ impl Outputs {
                 }
             };
             outputs.push(Output {
+                config: sink.clone(),
                 filter: sink.event_filter(),
                 format: sink.format,
                 chain,
@@ -313,6 +315,7 @@ impl Outputs {
     pub fn memory(lines: Arc<Mutex<Vec<Vec<u8>>>>, format: Format, key: Vec<u8>) -> Self {
         Self {
             outputs: vec![Output {
+                config: SinkConfig::default_stdout(),
                 filter: None,
                 format,
                 chain: Chain::default(),
@@ -366,6 +369,42 @@ impl Outputs {
         for output in &mut self.outputs {
             output.flush();
         }
+    }
+
+    /// SIGHUP: each sink's `events` filter is replaced; any other change
+    /// to the sinks waits for a restart. Returns what was not applied.
+    pub fn set_filters(&mut self, sinks: &[SinkConfig]) -> Vec<String> {
+        let mut notes = Vec::new();
+        let neutral = |c: &SinkConfig| {
+            let mut c = c.clone();
+            c.events = None;
+            c
+        };
+        for output in &mut self.outputs {
+            match sinks.iter().find(|s| s.name == output.config.name) {
+                Some(new) if neutral(new) == neutral(&output.config) => {
+                    output.filter = new.event_filter();
+                    output.config.events = new.events.clone();
+                }
+                Some(_) => notes.push(format!(
+                    "sink `{}` changed beyond `events`; the change applies at the next start",
+                    output.config.name
+                )),
+                None => notes.push(format!(
+                    "sink `{}` was removed; it keeps running until the next start",
+                    output.config.name
+                )),
+            }
+        }
+        for new in sinks {
+            if !self.outputs.iter().any(|o| o.config.name == new.name) {
+                notes.push(format!(
+                    "sink `{}` was added; it starts at the next start",
+                    new.name
+                ));
+            }
+        }
+        notes
     }
 
     /// SIGHUP: files are reopened (after an external rotation).

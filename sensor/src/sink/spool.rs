@@ -24,6 +24,7 @@ use std::{
     path::{Path, PathBuf},
     sync::{
         Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
         mpsc::{self, RecvTimeoutError, SyncSender, TrySendError},
     },
     thread::JoinHandle,
@@ -69,6 +70,8 @@ pub struct DeliveryStats {
     pub latency_ms_max: u64,
     pub latency_ms_sum: u64,
     pub latency_count: u64,
+    /// Records queued for the sender thread, not yet spooled.
+    pub queue_depth: u64,
 }
 
 enum Item {
@@ -80,6 +83,7 @@ enum Item {
 /// The pipeline's handle on a network sink.
 pub struct Sender {
     tx: Option<SyncSender<Item>>,
+    depth: Arc<AtomicU64>,
     thread: Option<JoinHandle<()>>,
     stats: Arc<Mutex<DeliveryStats>>,
     chain: Chain,
@@ -97,7 +101,9 @@ impl Sender {
         let chain = spool.chain.clone();
         let stats = Arc::new(Mutex::new(DeliveryStats::default()));
         let (tx, rx) = mpsc::sync_channel(sink.queue_events.unwrap_or(DEFAULT_QUEUE));
+        let depth = Arc::new(AtomicU64::new(0));
         let worker = Worker {
+            depth: Arc::clone(&depth),
             name: sink.name.clone(),
             spool,
             transport,
@@ -123,6 +129,7 @@ impl Sender {
             .map_err(|e| format!("starting the sender thread: {e}"))?;
         Ok(Self {
             tx: Some(tx),
+            depth,
             thread: Some(thread),
             stats,
             chain,
@@ -141,7 +148,10 @@ impl Sender {
             id: id.to_owned(),
             record: record.to_vec(),
         }) {
-            Ok(()) => true,
+            Ok(()) => {
+                self.depth.fetch_add(1, Ordering::Relaxed);
+                true
+            }
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => false,
         }
     }
@@ -165,10 +175,13 @@ impl Sender {
     }
 
     pub fn stats(&self) -> DeliveryStats {
-        self.stats
+        let mut stats = self
+            .stats
             .lock()
             .map(|s| s.clone())
-            .unwrap_or_else(|p| p.into_inner().clone())
+            .unwrap_or_else(|p| p.into_inner().clone());
+        stats.queue_depth = self.depth.load(Ordering::Relaxed);
+        stats
     }
 }
 
@@ -219,6 +232,7 @@ fn now_ms() -> u64 {
 
 struct Worker {
     name: String,
+    depth: Arc<AtomicU64>,
     spool: Spool,
     transport: Box<dyn Transport>,
     stats: Arc<Mutex<DeliveryStats>>,
@@ -261,6 +275,7 @@ impl Worker {
             };
             let mut take = |item: Item, stop_by: &mut Option<Instant>| match item {
                 Item::Record { id, record } => {
+                    self.depth.fetch_sub(1, Ordering::Relaxed);
                     if let Err(err) = self.spool.append(&id, now_ms(), &record) {
                         warn!(sink = %self.name, %err, "spool write failed: record lost");
                         self.spool.dropped += 1;
