@@ -11,7 +11,8 @@ use sensor::config::Config;
 #[derive(Debug, Clone, Parser)]
 #[command(
     version,
-    about = "eBPF sensor that attributes model API calls to the real actor"
+    about = "eBPF sensor that attributes model API calls to the real actor",
+    after_help = CONFIG_KEYS
 )]
 struct Cli {
     #[command(subcommand)]
@@ -59,6 +60,32 @@ struct Cli {
     #[arg(long, env = "SENSOR_LOG", default_value = "info")]
     log: String,
 }
+
+/// Every key of the config file, with its default (the README has the
+/// details and an example of each sink).
+const CONFIG_KEYS: &str = "\
+Config file keys (TOML; flags above override them):
+  host_name = <hostname>            ring_buffer_bytes = 16777216
+  ring_buffer_poll_ms = 5           fingerprint_key_file = \"/var/lib/sensor/fingerprint.key\"
+  events = [all actions]            health_interval_secs = 60
+  body_capture_bytes = 262144       node_name = $NODE_NAME
+  spiffe_trust_domain = \"cluster.local\"   spiffe_svid_paths = [...]
+  host_root = \"/\"                   credential_share_window_secs = 3600
+  integrity_key_file = \"/var/lib/sensor/integrity.key\"
+  spool_dir = \"/var/lib/sensor/spool\"  metrics_address = off (e.g. \"127.0.0.1:9464\")
+  [[sinks]] name, type = stdout|file|syslog|http, format = native|ocsf, events
+    file:   path, rotate_bytes = 104857600, rotate_secs, retain = 10,
+            fsync = never|batch|record (batch)
+    syslog: address, transport = udp|tcp|tls, app_name = \"sensor\",
+            facility = local0, ca_file, server_name
+    http:   url, api = splunk_hec|elasticsearch|ndjson, index, token_file,
+            headers, headers_file, gzip = false, batch_max_events = 500,
+            batch_max_bytes = 4194304, batch_max_delay_ms = 1000, ca_file,
+            server_name
+    syslog and http: timeout_secs = 10, spool_max_bytes = 268435456,
+            retry_initial_ms = 500, retry_max_ms = 30000, queue_events = 65536
+Signals: SIGTERM/SIGINT stop cleanly (checkpoint, spool); SIGHUP reopens
+files and reloads the `events` filters.";
 
 #[derive(Debug, Clone, Subcommand)]
 enum Command {

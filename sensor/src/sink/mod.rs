@@ -423,6 +423,12 @@ impl Outputs {
     /// it holds and tries to deliver for up to `grace`.
     pub fn close(&mut self, grace: std::time::Duration) {
         self.flush();
+        // All senders get the same grace, side by side.
+        for output in &mut self.outputs {
+            if let Target::Network(sender) = &mut output.target {
+                sender.request_stop(grace);
+            }
+        }
         for output in &mut self.outputs {
             if let Target::Network(sender) = &mut output.target {
                 sender.stop(grace);

@@ -163,12 +163,18 @@ impl Sender {
         }
     }
 
-    /// Stops the sender: it spools everything queued and keeps delivering
-    /// for up to `grace`; what is left stays in the spool for next time.
-    pub fn stop(&mut self, grace: Duration) {
+    /// Tells the sender to stop: it spools everything queued and keeps
+    /// delivering for up to `grace`; what is left stays in the spool for
+    /// next time. [`Sender::stop`] waits for it.
+    pub fn request_stop(&mut self, grace: Duration) {
         if let Some(tx) = self.tx.take() {
             let _ = tx.send(Item::Stop(grace));
         }
+    }
+
+    /// [`Sender::request_stop`], then waits for the sender to finish.
+    pub fn stop(&mut self, grace: Duration) {
+        self.request_stop(grace);
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
@@ -261,6 +267,7 @@ impl Worker {
     fn run(mut self, rx: mpsc::Receiver<Item>) {
         let mut backoff: Option<(Instant, Duration)> = None;
         let mut stop_by: Option<Instant> = None;
+        let mut disconnected = false;
         let mut failures: u64 = 0;
         loop {
             let now = Instant::now();
@@ -273,28 +280,41 @@ impl Worker {
                 Some(deadline) => wait.min(deadline.saturating_duration_since(now)),
                 None => wait,
             };
-            let mut take = |item: Item, stop_by: &mut Option<Instant>| match item {
-                Item::Record { id, record } => {
-                    self.depth.fetch_sub(1, Ordering::Relaxed);
-                    if let Err(err) = self.spool.append(&id, now_ms(), &record) {
-                        warn!(sink = %self.name, %err, "spool write failed: record lost");
-                        self.spool.dropped += 1;
+            let mut stop_now = false;
+            let mut take =
+                |item: Item, stop_by: &mut Option<Instant>, stop_now: &mut bool| match item {
+                    Item::Record { id, record } => {
+                        self.depth.fetch_sub(1, Ordering::Relaxed);
+                        if let Err(err) = self.spool.append(&id, now_ms(), &record) {
+                            warn!(sink = %self.name, %err, "spool write failed: record lost");
+                            self.spool.dropped += 1;
+                        }
                     }
-                }
-                Item::Flush => {}
-                Item::Stop(grace) => *stop_by = Some(Instant::now() + grace),
-            };
-            if stop_by.is_none() || wait > Duration::ZERO {
+                    Item::Flush => {}
+                    Item::Stop(grace) => {
+                        *stop_by = Some(Instant::now() + grace);
+                        *stop_now = true;
+                    }
+                };
+            if disconnected {
+                // Nothing more can come: just wait out the back-off.
+                std::thread::sleep(wait);
+            } else if stop_by.is_none() || wait > Duration::ZERO {
                 match rx.recv_timeout(wait.max(Duration::from_millis(1))) {
-                    Ok(item) => take(item, &mut stop_by),
+                    Ok(item) => take(item, &mut stop_by, &mut stop_now),
                     Err(RecvTimeoutError::Timeout) => {}
                     Err(RecvTimeoutError::Disconnected) => {
+                        disconnected = true;
                         stop_by.get_or_insert_with(Instant::now);
                     }
                 }
             }
             while let Ok(item) = rx.try_recv() {
-                take(item, &mut stop_by);
+                take(item, &mut stop_by, &mut stop_now);
+            }
+            if stop_now {
+                // One more attempt right away, whatever the back-off.
+                backoff = None;
             }
             if let Err(err) = self.spool.flush() {
                 warn!(sink = %self.name, %err, "spool flush failed");
@@ -317,6 +337,12 @@ impl Worker {
                             None => self.retry_initial,
                         };
                         backoff = Some((Instant::now() + delay, delay));
+                        if stopping {
+                            // Down at stop: the spool keeps the rest for
+                            // the next start; waiting out the grace would
+                            // only delay the stop.
+                            stop_by = Some(Instant::now());
+                        }
                         if failures.is_power_of_two() {
                             warn!(sink = %self.name, %err, failures, retry_in_ms = delay.as_millis() as u64, spooled = self.spool.unsent_records, "sink delivery failed; records kept in the spool");
                         }
