@@ -303,50 +303,196 @@ fn drain(
     (handled, empty)
 }
 
-/// What the sensor needs before it tries to load anything.
+/// What the sensor needs before it tries to load anything (the same lines
+/// `sensor check` starts with): a failure stops it here, saying why.
 fn preflight() -> anyhow::Result<()> {
-    if !std::path::Path::new("/sys/kernel/btf/vmlinux").exists() {
-        anyhow::bail!(
-            "this kernel exposes no BTF (/sys/kernel/btf/vmlinux); a kernel built with CONFIG_DEBUG_INFO_BTF=y is required"
-        );
-    }
-    let caps = effective_capabilities().unwrap_or(0);
-    let has = |cap: u32| caps & (1u64 << cap) != 0;
-    let can_bpf = has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON));
-    if !can_bpf {
-        anyhow::bail!(
-            "the sensor needs root, or CAP_BPF and CAP_PERFMON (plus CAP_SYS_PTRACE and \
-             CAP_DAC_READ_SEARCH to read other processes' /proc entries): try `sudo` or `cargo xtask run`"
-        );
-    }
-    for (cap, name, why) in [
-        (
-            CAP_SYS_PTRACE,
-            "CAP_SYS_PTRACE",
-            "other processes' executables, maps and roots",
-        ),
-        (
-            CAP_DAC_READ_SEARCH,
-            "CAP_DAC_READ_SEARCH",
-            "files of other users and containers",
-        ),
-    ] {
-        if !has(cap) && !has(CAP_SYS_ADMIN) {
-            warn!("{name} is missing: the sensor cannot read {why}; attribution will be partial");
+    let lines = crate::check::basics();
+    for l in &lines {
+        if l.status == crate::check::Status::Warn {
+            warn!("{}: {}", l.check, l.detail);
         }
     }
+    if !crate::check::passed(&lines) {
+        let failed: Vec<String> = lines
+            .iter()
+            .filter(|l| l.status == crate::check::Status::Fail)
+            .map(|l| match &l.fix {
+                Some(fix) => format!("{}: {} ({fix})", l.check, l.detail),
+                None => format!("{}: {}", l.check, l.detail),
+            })
+            .collect();
+        anyhow::bail!("this host cannot run the sensor: {}", failed.join("; "));
+    }
+    // The tracing filesystem is the last thing that may need
+    // CAP_SYS_ADMIN; from here on the sensor keeps only what it needs.
+    bpf::ensure_tracefs().context("mounting tracefs")?;
+    let keep = crate::caps::needed();
+    crate::caps::drop_all_but(&keep).context("dropping capabilities")?;
+    info!(
+        kept = %keep.iter().map(|c| crate::caps::name(*c)).collect::<Vec<_>>().join(","),
+        "capabilities dropped to what the sensor needs"
+    );
     Ok(())
 }
 
-const CAP_DAC_READ_SEARCH: u32 = 2;
-const CAP_SYS_PTRACE: u32 = 19;
-const CAP_SYS_ADMIN: u32 = 21;
-const CAP_PERFMON: u32 = 38;
-const CAP_BPF: u32 = 39;
-
-/// The effective capability set, from `/proc/self/status`.
-fn effective_capabilities() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?;
-    u64::from_str_radix(hex.trim(), 16).ok()
+/// `sensor check`: the host lines, then the real thing: the kernel
+/// programs loaded and attached (and detached again) and the TLS
+/// libraries probed, on the host and in running containers.
+pub fn check(config: &Config) -> Vec<crate::check::Line> {
+    use crate::check::{Line, Status};
+    let mut lines = crate::check::basics();
+    lines.extend(crate::check::host(config));
+    let push = |lines: &mut Vec<Line>, check: &str, status, detail: String, fix: Option<&str>| {
+        lines.push(Line {
+            check: check.into(),
+            status,
+            detail,
+            fix: fix.map(str::to_owned),
+        });
+    };
+    if !crate::check::passed(&lines[..]) {
+        push(
+            &mut lines,
+            "kernel programs",
+            Status::Fail,
+            "not tried: fix the failures above first".into(),
+            None,
+        );
+        return lines;
+    }
+    if let Err(err) = bpf::ensure_tracefs() {
+        push(
+            &mut lines,
+            "kernel programs",
+            Status::Fail,
+            format!("{err}"),
+            Some("mount tracefs"),
+        );
+        return lines;
+    }
+    // What follows runs with the capabilities the daemon keeps, so what
+    // passes here works in the daemon too.
+    let keep = crate::caps::needed();
+    if let Err(err) = crate::caps::drop_all_but(&keep) {
+        push(
+            &mut lines,
+            "capabilities kept",
+            Status::Fail,
+            format!("dropping the others failed: {err}"),
+            None,
+        );
+        return lines;
+    }
+    push(
+        &mut lines,
+        "capabilities kept",
+        Status::Pass,
+        keep.iter()
+            .map(|c| crate::caps::name(*c))
+            .collect::<Vec<_>>()
+            .join(", "),
+        None,
+    );
+    let loaded = match bpf::load(64 * 1024, 0) {
+        Ok(loaded) => loaded,
+        Err(err) => {
+            push(
+                &mut lines,
+                "kernel programs",
+                Status::Fail,
+                format!("{err:#}"),
+                Some("see the error; the kernel needs tracepoints, BPF ring buffers and uprobes"),
+            );
+            return lines;
+        }
+    };
+    push(
+        &mut lines,
+        "tracepoints",
+        Status::Pass,
+        format!("{} attached (sched, syscalls)", bpf::TRACEPOINTS.len()),
+        None,
+    );
+    push(
+        &mut lines,
+        "ring buffer",
+        Status::Pass,
+        "created".into(),
+        None,
+    );
+    push(
+        &mut lines,
+        "cgroup sock hooks",
+        Status::Pass,
+        "not needed by this version".into(),
+        None,
+    );
+    let stats = Arc::new(Mutex::new(AttachStats::default()));
+    match Attacher::new(loaded.ebpf, &config.host_root, Arc::clone(&stats)) {
+        Ok(mut attacher) => {
+            attacher.scan_system();
+            let attach = attach_stats(&stats);
+            let (container, host): (Vec<_>, Vec<_>) = attach
+                .files_probed
+                .iter()
+                .partition(|f| f.path.starts_with("/proc/") || f.path.contains("/overlay"));
+            // The same library in several image layers shows once, counted.
+            let names = |files: &[&crate::bpf::attach::ProbedFile]| {
+                let mut seen: std::collections::BTreeMap<String, usize> = Default::default();
+                for f in files {
+                    *seen
+                        .entry(format!("{} ({})", f.path, f.library))
+                        .or_default() += 1;
+                }
+                seen.into_iter()
+                    .map(|(name, n)| if n > 1 { format!("{name} x{n}") } else { name })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            if attach.files_probed.is_empty() {
+                push(&mut lines, "uprobes: tls libraries", Status::Warn, "no OpenSSL/BoringSSL library or executable found to probe: no TLS plaintext can be seen".into(), Some("install the clients' TLS libraries, or check host_root"));
+            } else {
+                push(
+                    &mut lines,
+                    "uprobes: host",
+                    Status::Pass,
+                    format!("{} file(s): {}", host.len(), names(&host)),
+                    None,
+                );
+                push(
+                    &mut lines,
+                    "uprobes: containers",
+                    Status::Pass,
+                    format!(
+                        "{} file(s){}{}",
+                        container.len(),
+                        if container.is_empty() { "" } else { ": " },
+                        names(&container)
+                    ),
+                    None,
+                );
+            }
+            if attach.attach_failures > 0 || attach.check_failures > 0 {
+                push(
+                    &mut lines,
+                    "uprobes: failures",
+                    Status::Warn,
+                    format!(
+                        "{} attach and {} file check failure(s)",
+                        attach.attach_failures, attach.check_failures
+                    ),
+                    None,
+                );
+            }
+            drop(attacher);
+        }
+        Err(err) => push(
+            &mut lines,
+            "uprobes",
+            Status::Fail,
+            format!("{err:#}"),
+            Some("the kernel must allow uprobes (CONFIG_UPROBE_EVENTS)"),
+        ),
+    }
+    lines
 }

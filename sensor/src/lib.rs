@@ -3,6 +3,8 @@
 //! HTTP exchanges, recognising model API calls, and emitting JSON events.
 
 pub mod bpf;
+pub mod caps;
+pub mod check;
 pub mod config;
 pub mod conntrack;
 pub mod credential;

@@ -18,7 +18,7 @@ struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
     /// Config file (TOML). Default: /etc/sensor/sensor.toml when it exists.
-    #[arg(long, short = 'c')]
+    #[arg(long, short = 'c', global = true)]
     config: Option<PathBuf>,
     /// `host.name` on every event (default: the hostname).
     #[arg(long)]
@@ -30,7 +30,7 @@ struct Cli {
     #[arg(long)]
     ring_buffer_poll_ms: Option<u64>,
     /// HMAC key file for credential fingerprints (created when missing).
-    #[arg(long)]
+    #[arg(long, global = true)]
     fingerprint_key_file: Option<PathBuf>,
     /// Comma-separated `event.action`s to emit (default: all).
     #[arg(long, value_delimiter = ',')]
@@ -45,16 +45,16 @@ struct Cli {
     #[arg(long)]
     spiffe_trust_domain: Option<String>,
     /// The node's root as the sensor sees it; runtime state is read below.
-    #[arg(long)]
+    #[arg(long, global = true)]
     host_root: Option<PathBuf>,
     /// Window in seconds for reporting a credential shared by actors.
     #[arg(long)]
     credential_share_window_secs: Option<u64>,
     /// HMAC key of the outputs' hash chains (created when missing).
-    #[arg(long)]
+    #[arg(long, global = true)]
     integrity_key_file: Option<PathBuf>,
     /// Directory of the network sinks' spools.
-    #[arg(long)]
+    #[arg(long, global = true)]
     spool_dir: Option<PathBuf>,
     /// Log filter for stderr (tracing syntax), e.g. `info`, `sensor=debug`.
     #[arg(long, env = "SENSOR_LOG", default_value = "info")]
@@ -104,6 +104,16 @@ enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Preflight: reports line by line, with a fix for each problem, what
+    /// this host offers the sensor (kernel, BTF, capabilities, tracefs,
+    /// cgroups, container runtimes, keys, sinks), then loads and attaches
+    /// the kernel programs and TLS probes for real and detaches them.
+    /// Exit status 0 when the sensor can run here, 1 when not.
+    Check {
+        /// Print the lines as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() {
@@ -148,6 +158,12 @@ fn run() -> anyhow::Result<()> {
         std::process::exit(if report.problems.is_empty() { 0 } else { 1 });
     }
     apply_flags(&mut config, &cli);
+    if let Some(Command::Check { json }) = cli.command {
+        config.validate()?;
+        let lines = sensor::daemon::check(&config);
+        print_check(&lines, json)?;
+        std::process::exit(if sensor::check::passed(&lines) { 0 } else { 1 });
+    }
     // SIGHUP reads the file again, with the same flags on top.
     let reload_cli = cli.clone();
     let reload = move || -> anyhow::Result<Config> {
@@ -230,6 +246,26 @@ fn print_report(report: &sensor::sink::verify::Report, json: bool) -> anyhow::Re
         match report.problems.first() {
             None => "chain intact".to_owned(),
             Some(first) => format!("FIRST PROBLEM at {}", first.at),
+        }
+    );
+    Ok(())
+}
+
+#[expect(clippy::print_stdout, reason = "the report is the command's output")]
+fn print_check(lines: &[sensor::check::Line], json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(lines)?);
+        return Ok(());
+    }
+    for line in lines {
+        println!("{line}");
+    }
+    println!(
+        "{}",
+        if sensor::check::passed(lines) {
+            "the sensor can run on this host"
+        } else {
+            "the sensor CANNOT run on this host: see FAIL above"
         }
     );
     Ok(())

@@ -156,3 +156,91 @@ fn refuses_to_start_without_bpf_capabilities() {
     );
     assert!(out.stdout.is_empty());
 }
+
+/// The running sensor keeps only the capabilities it needs, in every
+/// thread, and cannot regain others (no_new_privs, bounding set).
+#[test]
+fn runs_with_only_the_capabilities_it_needs() {
+    let sensor = sensor_tests::Sensor::start("caps", &[]);
+    let pid = sensor.pid();
+    let expected = sensor::caps::needed()
+        .iter()
+        .fold(0u64, |m, c| m | (1u64 << c));
+    let tasks: Vec<_> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(tasks.len() >= 2, "the sensor runs several threads");
+    for task in tasks {
+        let status = task.join("status");
+        let status = status.to_str().unwrap();
+        for set in ["CapEff", "CapPrm", "CapBnd"] {
+            assert_eq!(
+                sensor::caps::read_set(status, set),
+                Some(expected),
+                "{set} of {status}"
+            );
+        }
+        assert_eq!(sensor::caps::read_set(status, "CapInh"), Some(0));
+        assert_eq!(sensor::caps::read_set(status, "CapAmb"), Some(0));
+        let text = std::fs::read_to_string(status).unwrap();
+        assert!(text.contains("NoNewPrivs:\t1"), "{status}");
+    }
+    // Still working after the drop: an exec is seen and attributed.
+    sensor.barrier();
+}
+
+#[test]
+fn check_reports_a_host_that_can_run_the_sensor_and_one_that_cannot() {
+    sensor_tests::require_root();
+    let dir = sensor_tests::scratch("check");
+    let bin = std::env::var_os("SENSOR_BIN").expect("SENSOR_BIN");
+    let keys = [
+        "--fingerprint-key-file",
+        dir.join("f.key").to_str().unwrap(),
+        "--integrity-key-file",
+        dir.join("i.key").to_str().unwrap(),
+    ]
+    .map(str::to_owned);
+    let out = Command::new(&bin)
+        .arg("check")
+        .args(&keys)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for want in [
+        "PASS  kernel",
+        "PASS  btf",
+        "PASS  tracepoints",
+        "PASS  ring buffer",
+        "PASS  uprobes: host",
+        "libssl.so.3",
+        "PASS  cgroups",
+        "the sensor can run on this host",
+    ] {
+        assert!(text.contains(want), "{want} missing:\n{text}");
+    }
+    // Without the BPF capabilities: a FAIL with its fix, exit 1, and
+    // nothing loaded.
+    let out = Command::new("setpriv")
+        .args(["--bounding-set", "-sys_admin,-bpf,-perfmon", "--"])
+        .arg(&bin)
+        .args(&keys)
+        .arg("check")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("FAIL  capabilities: bpf"), "{text}");
+    assert!(text.contains("fix: run as root"), "{text}");
+    assert!(
+        text.contains("FAIL  kernel programs") && text.contains("not tried"),
+        "{text}"
+    );
+}

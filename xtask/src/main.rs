@@ -3,6 +3,7 @@
 //! by `sensor/build.rs`, never here.
 
 mod bench;
+mod image;
 mod setup;
 
 use std::{
@@ -52,6 +53,13 @@ enum Cmd {
         /// Extra arguments for the integration test binaries (a filter).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
+    },
+    /// Build the container image `localhost/sensor:<tag>` from the release
+    /// binary (stripped) and a slim local Debian base; no registry needed.
+    Image {
+        /// Image tag (default: the crate version and a short content hash).
+        #[arg(long)]
+        tag: Option<String>,
     },
 }
 
@@ -106,6 +114,7 @@ fn main() -> anyhow::Result<()> {
             setup::apt_install_bench()?;
             bench::bench(short)
         }
+        Cmd::Image { tag } => image::image(tag.as_deref()),
     }
 }
 

@@ -51,7 +51,7 @@ pub enum LoadError {
 }
 
 /// Tracepoints the sensor attaches: (program, category, event).
-const TRACEPOINTS: &[(&str, &str, &str)] = &[
+pub const TRACEPOINTS: &[(&str, &str, &str)] = &[
     ("sched_process_fork", "sched", "sched_process_fork"),
     ("sched_process_exec", "sched", "sched_process_exec"),
     ("sched_process_exit", "sched", "sched_process_exit"),
@@ -125,7 +125,9 @@ fn tracefs_root() -> &'static str {
 /// Mounts tracefs at /sys/kernel/tracing when neither it nor the debugfs
 /// path is there (minimal hosts and containers don't mount it); tracepoint
 /// attach and the format files need it.
-fn ensure_tracefs() -> Result<(), LoadError> {
+/// Mounts tracefs at /sys/kernel/tracing unless a tracing directory is
+/// there already (needs CAP_SYS_ADMIN when it mounts).
+pub fn ensure_tracefs() -> Result<(), LoadError> {
     if Path::new("/sys/kernel/tracing/events").is_dir()
         || Path::new("/sys/kernel/debug/tracing/events").is_dir()
     {
