@@ -4,6 +4,7 @@
 
 mod bench;
 mod image;
+mod package;
 mod setup;
 
 use std::{
@@ -61,6 +62,9 @@ enum Cmd {
         #[arg(long)]
         tag: Option<String>,
     },
+    /// Build a release tarball for host installs (binary, systemd unit,
+    /// example config, README) in target/package.
+    Package,
 }
 
 pub fn workspace_root() -> PathBuf {
@@ -115,6 +119,7 @@ fn main() -> anyhow::Result<()> {
             bench::bench(short)
         }
         Cmd::Image { tag } => image::image(tag.as_deref()),
+        Cmd::Package => package::package(),
     }
 }
 
