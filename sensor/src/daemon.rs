@@ -328,8 +328,14 @@ fn preflight() -> anyhow::Result<()> {
     bpf::ensure_tracefs().context("mounting tracefs")?;
     let keep = crate::caps::needed();
     crate::caps::drop_all_but(&keep).context("dropping capabilities")?;
+    let held = crate::caps::effective();
     info!(
-        kept = %keep.iter().map(|c| crate::caps::name(*c)).collect::<Vec<_>>().join(","),
+        kept = %keep
+            .iter()
+            .filter(|c| crate::caps::has(held, **c))
+            .map(|c| crate::caps::name(*c))
+            .collect::<Vec<_>>()
+            .join(","),
         "capabilities dropped to what the sensor needs"
     );
     Ok(())

@@ -59,6 +59,22 @@ pub fn scratch(name: &str) -> PathBuf {
     dir
 }
 
+/// Writes `content` to `dir/name`, readable by its owner only (what the
+/// sensor demands of key and secret files).
+pub fn secret_file(dir: &std::path::Path, name: &str, content: &str) -> PathBuf {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dir.join(name);
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(&path)
+        .unwrap();
+    std::io::Write::write_all(&mut f, content.as_bytes()).unwrap();
+    path
+}
+
 /// Kills the child when the thread that spawned it exits. The shared
 /// sensor is spawned from a thread that never exits, so this means: when
 /// the test process exits.

@@ -7,7 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 
 use std::{
-    os::unix::fs::{OpenOptionsExt, PermissionsExt},
+    os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
     process::Command,
     time::Duration,
@@ -15,7 +15,7 @@ use std::{
 
 use sensor_tests::{
     FakeApi, Sensor, WAIT, action, receiver::Receiver, rsyslog::Rsyslog, run_client, scratch,
-    unique, venv_python, workspace,
+    secret_file, unique, venv_python, workspace,
 };
 use serde_json::Value;
 
@@ -24,19 +24,6 @@ const CHAT: &str = "/chat/completions";
 fn write_config(dir: &Path, body: &str) -> PathBuf {
     let path = dir.join("sensor.toml");
     std::fs::write(&path, body).unwrap();
-    path
-}
-
-fn secret_file(dir: &Path, name: &str, content: &str) -> PathBuf {
-    let path = dir.join(name);
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .write(true)
-        .mode(0o600)
-        .open(&path)
-        .unwrap();
-    std::io::Write::write_all(&mut f, content.as_bytes()).unwrap();
     path
 }
 
