@@ -59,6 +59,19 @@ pub fn scratch(name: &str) -> PathBuf {
     dir
 }
 
+/// The stdout of a command that must have exited 0 (else a panic showing
+/// both of its outputs).
+pub fn expect_success(out: &Output) -> String {
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
 /// Writes `content` to `dir/name`, readable by its owner only (what the
 /// sensor demands of key and secret files).
 pub fn secret_file(dir: &std::path::Path, name: &str, content: &str) -> PathBuf {

@@ -59,9 +59,18 @@ const BASE_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:
 /// Bump when the way the base is cut changes (part of its tag).
 const BASE_RECIPE: &str = "1";
 
-/// Builds `localhost/sensor:<tag>` (default: the crate version and a short
-/// hash of what went into the image) and prints its id and size.
+/// `cargo xtask image`: builds the image and prints its name on stdout.
 pub fn image(tag: Option<&str>) -> anyhow::Result<()> {
+    let name = build_image(tag)?;
+    // The name alone on stdout: `IMAGE=$(cargo xtask image)`.
+    writeln!(std::io::stdout().lock(), "{name}").context("writing to stdout")?;
+    Ok(())
+}
+
+/// Builds `localhost/sensor:<tag>` (default: the crate version and a short
+/// hash of what went into the image), reports its id and size on stderr,
+/// and returns its name.
+pub fn build_image(tag: Option<&str>) -> anyhow::Result<String> {
     setup::require_root("building the image (docker)")?;
     let root = workspace_root();
     let bin = root.join("target/release/sensor");
@@ -143,9 +152,7 @@ pub fn image(tag: Option<&str>) -> anyhow::Result<()> {
         size as f64 / 1e6,
         base_size / 1e6
     );
-    // The name alone on stdout: `IMAGE=$(cargo xtask image)`.
-    writeln!(std::io::stdout().lock(), "{name}").context("writing to stdout")?;
-    Ok(())
+    Ok(name)
 }
 
 fn inspect(image: &str, format: &str) -> anyhow::Result<String> {

@@ -148,6 +148,8 @@ fn test(unit_only: bool, args: &[String]) -> anyhow::Result<()> {
     // starts and users deploy (timing-sensitive paths, such as arming a
     // freshly exec'd client, behave as they do in production).
     build_release()?;
+    // The container image of that build, for the test that runs it.
+    let sensor_image = image::build_image(None)?;
     let root = workspace_root();
     let mut cmd = cargo();
     cmd.args(["test", "--package", "sensor-tests", "--tests", "--"])
@@ -156,6 +158,7 @@ fn test(unit_only: bool, args: &[String]) -> anyhow::Result<()> {
         .env("SENSOR_TEST_VENV", &env.venv)
         .env("SENSOR_TEST_NODE_DIR", &env.node_dir)
         .env("SENSOR_TEST_IMAGE", &env.runtimes.image)
+        .env("SENSOR_TEST_SENSOR_IMAGE", &sensor_image)
         .env("SENSOR_TEST_CONTAINERS_CONF", &env.runtimes.containers_conf);
     run(&mut cmd)
 }
