@@ -438,45 +438,43 @@ pub fn check(config: &Config) -> Vec<crate::check::Line> {
         Ok(mut attacher) => {
             attacher.scan_system();
             let attach = attach_stats(&stats);
-            let (container, host): (Vec<_>, Vec<_>) = attach
-                .files_probed
-                .iter()
-                .partition(|f| f.path.starts_with("/proc/") || f.path.contains("/overlay"));
-            // The same library in several image layers shows once, counted.
-            let names = |files: &[&crate::bpf::attach::ProbedFile]| {
+            // The same library in several places shows once, counted.
+            let names = |files: Vec<&crate::bpf::attach::ProbedFile>| {
                 let mut seen: std::collections::BTreeMap<String, usize> = Default::default();
                 for f in files {
                     *seen
                         .entry(format!("{} ({})", f.path, f.library))
                         .or_default() += 1;
                 }
-                seen.into_iter()
+                let n: usize = seen.values().sum();
+                let list = seen
+                    .into_iter()
                     .map(|(name, n)| if n > 1 { format!("{name} x{n}") } else { name })
                     .collect::<Vec<_>>()
-                    .join(", ")
+                    .join(", ");
+                format!("{n} file(s){}{list}", if n > 0 { ": " } else { "" })
             };
             if attach.files_probed.is_empty() {
-                push(&mut lines, "uprobes: tls libraries", Status::Warn, "no OpenSSL/BoringSSL library or executable found to probe: no TLS plaintext can be seen".into(), Some("install the clients' TLS libraries, or check host_root"));
+                push(
+                    &mut lines,
+                    "uprobes: tls libraries",
+                    Status::Warn,
+                    "no OpenSSL/BoringSSL library or executable found to probe: no TLS plaintext can be seen".into(),
+                    Some("install the clients' TLS libraries, or check host_root"),
+                );
             } else {
-                push(
-                    &mut lines,
-                    "uprobes: host",
-                    Status::Pass,
-                    format!("{} file(s): {}", host.len(), names(&host)),
-                    None,
-                );
-                push(
-                    &mut lines,
-                    "uprobes: containers",
-                    Status::Pass,
-                    format!(
-                        "{} file(s){}{}",
-                        container.len(),
-                        if container.is_empty() { "" } else { ": " },
-                        names(&container)
-                    ),
-                    None,
-                );
+                for (check, place) in [
+                    ("uprobes: host", "host"),
+                    ("uprobes: image layers", "image layer"),
+                    ("uprobes: containers", "process root"),
+                ] {
+                    let files: Vec<_> = attach
+                        .files_probed
+                        .iter()
+                        .filter(|f| f.found_in == place)
+                        .collect();
+                    push(&mut lines, check, Status::Pass, names(files), None);
+                }
             }
             if attach.attach_failures > 0 || attach.check_failures > 0 {
                 push(

@@ -102,6 +102,10 @@ pub struct ProbedFile {
     pub path: String,
     pub library: &'static str,
     pub functions: Vec<&'static str>,
+    /// Where the file was found: `host`, `image layer` (a container
+    /// image's layer on disk), or `process root` (through a running
+    /// process's `/proc/<pid>/root`, a container's).
+    pub found_in: &'static str,
 }
 
 /// Attach results, shared with the health reporter.
@@ -253,7 +257,14 @@ impl Attacher {
             Ok(inner) => format!("/{}", inner.display()),
             Err(_) => path.display().to_string(),
         };
-        self.consider(id, &[path.to_path_buf()], &shown);
+        let place = if root == Path::new("/") || root == self.host_root {
+            "host"
+        } else if root.starts_with("/proc") {
+            "process root"
+        } else {
+            "image layer"
+        };
+        self.consider(id, &[path.to_path_buf()], &shown, place);
     }
 
     /// Start-up scan of the executables in the usual program directories
@@ -306,6 +317,16 @@ impl Attacher {
             // will be seen in the next process that maps it.
             return;
         };
+        // A process in the sensor's own root is a host process.
+        let place = {
+            use std::os::unix::fs::MetadataExt;
+            let id = |p: &str| std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
+            if id(&format!("/proc/{pid}/root")).is_some_and(|r| Some(r) == id("/proc/self/root")) {
+                "host"
+            } else {
+                "process root"
+            }
+        };
         let mut mappings: Vec<Mapping<'_>> = maps
             .lines()
             .filter_map(parse_maps_line)
@@ -331,11 +352,11 @@ impl Attacher {
                 PathBuf::from(format!("/proc/{pid}/root{}", mapping.path)),
                 PathBuf::from(mapping.path),
             ];
-            self.consider(mapping.id, &candidates, mapping.path);
+            self.consider(mapping.id, &candidates, mapping.path, place);
         }
     }
 
-    fn consider(&mut self, id: FileId, candidates: &[PathBuf], shown: &str) {
+    fn consider(&mut self, id: FileId, candidates: &[PathBuf], shown: &str, place: &'static str) {
         if !self.seen.insert(id) {
             return;
         }
@@ -382,7 +403,7 @@ impl Attacher {
                 drop(stats);
                 use std::os::fd::AsRawFd as _;
                 let by_fd = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
-                if self.attach(&by_fd, shown, &symbols) {
+                if self.attach(&by_fd, shown, &symbols, place) {
                     self.checked.extend(content);
                 } else {
                     // Nothing attached: let a later mapping try again.
@@ -400,7 +421,13 @@ impl Attacher {
     }
 
     /// Attaches every function found; true if any attach succeeded.
-    fn attach(&mut self, host_path: &Path, shown: &str, symbols: &TlsSymbols) -> bool {
+    fn attach(
+        &mut self,
+        host_path: &Path,
+        shown: &str,
+        symbols: &TlsSymbols,
+        place: &'static str,
+    ) -> bool {
         let cookie = Some(symbols.library as u64);
         let mut attached = Vec::new();
         let mut failures = 0u64;
@@ -450,6 +477,7 @@ impl Attacher {
             path: shown.to_owned(),
             library,
             functions: attached,
+            found_in: place,
         });
         true
     }
