@@ -5,19 +5,17 @@
 //! kernel programs, attaches the tracepoints and the TLS probes, and reaches
 //! out to every configured sink, then undoes it all.
 
-use std::{
-    fmt,
-    net::{TcpStream, ToSocketAddrs},
-    path::Path,
-    time::Duration,
-};
+use std::{fmt, net::ToSocketAddrs, path::Path, time::Duration};
 
 use serde::Serialize;
 
 use crate::{
     caps,
     config::Config,
-    sink::config::{SinkConfig, SinkType, SyslogTransport, Url, host_port},
+    sink::{
+        config::{SinkConfig, SinkType, SyslogTransport, Url, host_port},
+        transport::{connect_first, tls_config, tls_handshake},
+    },
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -354,36 +352,17 @@ fn reach(
     tls: Option<(Option<&Path>, String)>,
     timeout: Duration,
 ) -> Result<(), String> {
-    let addrs: Vec<_> = address
+    let addrs = address
         .to_socket_addrs()
-        .map_err(|e| format!("{address}: {e}"))?
-        .collect();
-    let mut tcp = None;
-    let mut last = String::from("no address");
-    for addr in addrs {
-        match TcpStream::connect_timeout(&addr, timeout) {
-            Ok(s) => {
-                tcp = Some(s);
-                break;
-            }
-            Err(e) => last = e.to_string(),
-        }
-    }
-    let mut tcp = tcp.ok_or_else(|| format!("{address}: {last}"))?;
+        .map_err(|e| format!("{address}: {e}"))?;
+    let tcp = connect_first(addrs, timeout).map_err(|e| format!("{address}: {e}"))?;
     let Some((ca, name)) = tls else {
         return Ok(());
     };
-    tcp.set_read_timeout(Some(timeout))
-        .map_err(|e| e.to_string())?;
-    tcp.set_write_timeout(Some(timeout))
-        .map_err(|e| e.to_string())?;
-    let config = crate::sink::transport::tls_config(ca)?;
+    let config = tls_config(ca)?;
     let server = rustls::pki_types::ServerName::try_from(name.clone())
         .map_err(|_| format!("`{name}` is not a TLS server name"))?;
-    let mut conn = rustls::ClientConnection::new(config, server).map_err(|e| e.to_string())?;
-    while conn.is_handshaking() {
-        conn.complete_io(&mut tcp)
-            .map_err(|e| format!("TLS handshake with {address}: {e}"))?;
-    }
-    Ok(())
+    tls_handshake(config, server, tcp)
+        .map(drop)
+        .map_err(|e| format!("TLS handshake with {address}: {e}"))
 }

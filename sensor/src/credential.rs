@@ -62,15 +62,19 @@ impl Fingerprinter {
         };
         mac.update(secret);
         let digest = mac.finalize().into_bytes();
-        const HEX: &[u8; 16] = b"0123456789abcdef";
-        let mut out = String::with_capacity(12 + 2 * FINGERPRINT_BYTES);
-        out.push_str("hmac-sha256:");
-        for byte in digest.iter().take(FINGERPRINT_BYTES) {
-            out.push(char::from(HEX[usize::from(byte >> 4)]));
-            out.push(char::from(HEX[usize::from(byte & 0xf)]));
-        }
-        out
+        format!("hmac-sha256:{}", hex(&digest[..FINGERPRINT_BYTES]))
     }
+}
+
+/// Lower-case hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(2 * bytes.len());
+    for byte in bytes {
+        out.push(char::from(HEX[usize::from(byte >> 4)]));
+        out.push(char::from(HEX[usize::from(byte & 0xf)]));
+    }
+    out
 }
 
 /// Reads a secret key at `path`, or creates one (random, 32 bytes, mode

@@ -23,14 +23,14 @@ use serde_json::Value;
 
 use super::{
     config::{HttpApi, SinkConfig, Url, parse_headers, read_secret_file},
-    transport::{Transport, TransportError, tls_config},
+    transport::{TlsStream, Transport, TransportError, connect_first, tls_config, tls_handshake},
 };
 
 const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
 
 enum Conn {
     Plain(TcpStream),
-    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+    Tls(Box<TlsStream>),
 }
 
 impl Conn {
@@ -189,46 +189,15 @@ impl Http {
         let retry = |what: &str, e: &dyn std::fmt::Display| {
             TransportError::Retryable(format!("{what} {}:{}: {e}", self.url.host, self.url.port))
         };
-        let addrs: Vec<_> = (self.url.host.as_str(), self.url.port)
+        let addrs = (self.url.host.as_str(), self.url.port)
             .to_socket_addrs()
-            .map_err(|e| retry("resolving", &e))?
-            .collect();
-        let mut last = None;
-        let mut tcp = None;
-        for addr in addrs {
-            match TcpStream::connect_timeout(&addr, self.timeout) {
-                Ok(s) => {
-                    tcp = Some(s);
-                    break;
-                }
-                Err(e) => last = Some(e),
-            }
-        }
-        let tcp = match tcp {
-            Some(tcp) => tcp,
-            None => {
-                let e = last.unwrap_or_else(|| io::Error::other("no address"));
-                return Err(retry("connecting to", &e));
-            }
-        };
-        tcp.set_read_timeout(Some(self.timeout))?;
-        tcp.set_write_timeout(Some(self.timeout))?;
-        tcp.set_nodelay(true)?;
+            .map_err(|e| retry("resolving", &e))?;
+        let tcp = connect_first(addrs, self.timeout).map_err(|e| retry("connecting to", &e))?;
         match &self.tls {
             None => Ok(Conn::Plain(tcp)),
-            Some((config, name)) => {
-                let conn = rustls::ClientConnection::new(Arc::clone(config), name.clone())
-                    .map_err(|e| retry("TLS to", &e))?;
-                let mut stream = rustls::StreamOwned::new(conn, tcp);
-                // Handshake now, so a certificate problem is reported as such.
-                while stream.conn.is_handshaking() {
-                    stream
-                        .conn
-                        .complete_io(&mut stream.sock)
-                        .map_err(|e| retry("TLS handshake with", &e))?;
-                }
-                Ok(Conn::Tls(Box::new(stream)))
-            }
+            Some((config, name)) => tls_handshake(Arc::clone(config), name.clone(), tcp)
+                .map(|stream| Conn::Tls(Box::new(stream)))
+                .map_err(|e| retry("TLS handshake with", &e)),
         }
     }
 

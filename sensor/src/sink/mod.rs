@@ -83,19 +83,12 @@ pub fn get_path<'a>(value: &'a Value, path: &str) -> Option<&'a Value> {
 
 /// HMAC-SHA256 of `bytes` under `key`, lower-case hex.
 pub fn chain_hash(key: &[u8], bytes: &[u8]) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     let Ok(mut mac) = <Hmac<Sha256> as Mac>::new_from_slice(key) else {
         // HMAC takes keys of any length.
         return String::new();
     };
     mac.update(bytes);
-    let digest = mac.finalize().into_bytes();
-    let mut out = String::with_capacity(64);
-    for byte in digest {
-        out.push(char::from(HEX[usize::from(byte >> 4)]));
-        out.push(char::from(HEX[usize::from(byte & 0xf)]));
-    }
-    out
+    crate::credential::hex(&mac.finalize().into_bytes())
 }
 
 /// Encodes `event` for one output and seals it into the chain: `out` gets

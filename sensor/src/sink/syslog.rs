@@ -68,7 +68,9 @@ use std::{
 
 use rustls::pki_types::ServerName;
 
-use super::transport::{Transport, TransportError, tls_config};
+use super::transport::{
+    TlsStream, Transport, TransportError, connect_first, tls_config, tls_handshake,
+};
 
 /// The largest message sent over UDP, header included (RFC 5426 lets a
 /// receiver take up to 65,535 octets, IPv4 carries at most 65,507 in one
@@ -185,7 +187,7 @@ impl std::fmt::Debug for Syslog {
 enum Conn {
     Udp(UdpSocket),
     Tcp(TcpStream),
-    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+    Tls(Box<TlsStream>),
 }
 
 impl Syslog {
@@ -296,43 +298,13 @@ impl Syslog {
                 |e| retryable(&self.address, "connecting", &e),
             ));
         }
-        let mut last = None;
-        let mut sock = None;
-        for addr in addrs {
-            match TcpStream::connect_timeout(&addr, self.timeout) {
-                Ok(s) => {
-                    sock = Some(s);
-                    break;
-                }
-                Err(e) => last = Some(e),
-            }
-        }
-        let Some(sock) = sock else {
-            return Err(last.map_or_else(
-                || TransportError::Retryable(format!("syslog receiver {}", self.address)),
-                |e| retryable(&self.address, "connecting to", &e),
-            ));
-        };
-        let setup = |s: &TcpStream| {
-            s.set_nodelay(true)?;
-            s.set_read_timeout(Some(self.timeout))?;
-            s.set_write_timeout(Some(self.timeout))
-        };
-        setup(&sock).map_err(|e| retryable(&self.address, "connecting to", &e))?;
+        let sock = connect_first(addrs, self.timeout)
+            .map_err(|e| retryable(&self.address, "connecting to", &e))?;
         let Some((config, name)) = &self.tls else {
             return Ok(Conn::Tcp(sock));
         };
-        let conn =
-            rustls::ClientConnection::new(Arc::clone(config), name.clone()).map_err(|e| {
-                TransportError::Retryable(format!("syslog TLS to {}: {e}", self.address))
-            })?;
-        let mut stream = rustls::StreamOwned::new(conn, sock);
-        while stream.conn.is_handshaking() {
-            stream
-                .conn
-                .complete_io(&mut stream.sock)
-                .map_err(|e| retryable(&self.address, "TLS handshake with", &e))?;
-        }
+        let stream = tls_handshake(Arc::clone(config), name.clone(), sock)
+            .map_err(|e| retryable(&self.address, "TLS handshake with", &e))?;
         Ok(Conn::Tls(Box::new(stream)))
     }
 

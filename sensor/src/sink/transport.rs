@@ -5,7 +5,13 @@
 //! counts it (the receiver will never take it, and holding it would block
 //! everything behind it).
 
-use std::{io, path::Path, sync::Arc};
+use std::{
+    io,
+    net::{SocketAddr, TcpStream},
+    path::Path,
+    sync::Arc,
+    time::Duration,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
@@ -44,6 +50,46 @@ pub trait Transport: Send {
     fn take_rejected(&mut self) -> u64 {
         0
     }
+}
+
+/// A TLS session over a TCP stream, as the sinks use it.
+pub type TlsStream = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
+
+/// The first of `addrs` that accepts a TCP connection within `timeout`,
+/// set up for a sink: no Nagle delay, reads and writes bounded by
+/// `timeout`. The error is the last address's, or NotFound with none.
+pub fn connect_first(
+    addrs: impl IntoIterator<Item = SocketAddr>,
+    timeout: Duration,
+) -> io::Result<TcpStream> {
+    let mut last = io::Error::new(io::ErrorKind::NotFound, "no address");
+    for addr in addrs {
+        match TcpStream::connect_timeout(&addr, timeout) {
+            Ok(tcp) => {
+                tcp.set_nodelay(true)?;
+                tcp.set_read_timeout(Some(timeout))?;
+                tcp.set_write_timeout(Some(timeout))?;
+                return Ok(tcp);
+            }
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+/// A TLS session over `tcp` with the handshake done now, so that a
+/// certificate problem is reported as such, not as a failed write.
+pub fn tls_handshake(
+    config: Arc<rustls::ClientConfig>,
+    name: rustls::pki_types::ServerName<'static>,
+    tcp: TcpStream,
+) -> io::Result<TlsStream> {
+    let conn = rustls::ClientConnection::new(config, name).map_err(io::Error::other)?;
+    let mut stream = rustls::StreamOwned::new(conn, tcp);
+    while stream.conn.is_handshaking() {
+        stream.conn.complete_io(&mut stream.sock)?;
+    }
+    Ok(stream)
 }
 
 /// A rustls client configuration trusting `ca_file` (PEM), or the
