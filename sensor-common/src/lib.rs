@@ -9,7 +9,7 @@
 
 /// Bumped whenever a record layout changes. The daemon refuses records of
 /// another version (counted as `decode_errors`).
-pub const RECORD_VERSION: u16 = 1;
+pub const RECORD_VERSION: u16 = 2;
 
 /// Bytes of TLS plaintext carried by one [`TlsDataRecord`]. A larger SSL call is
 /// split into several records (see [`TLS_MAX_SEGMENTS`]).
@@ -47,6 +47,9 @@ pub enum RecordKind {
     TlsBind = 7,
     ExecMmap = 8,
     RootChange = 9,
+    /// The first bytes a TLS client wrote on a socket (its ClientHello),
+    /// laid out as a TLS data record ([`TlsDataHeader`]).
+    TlsClientHello = 10,
 }
 
 impl TryFrom<u32> for RecordKind {
@@ -63,6 +66,7 @@ impl TryFrom<u32> for RecordKind {
             7 => Self::TlsBind,
             8 => Self::ExecMmap,
             9 => Self::RootChange,
+            10 => Self::TlsClientHello,
             other => return Err(other),
         })
     }
@@ -90,14 +94,22 @@ impl TryFrom<u8> for Direction {
     }
 }
 
-/// Which TLS library a uprobe sits in; passed to the programs as the attach
-/// cookie so one program serves every library with the same ABI.
+/// Where plaintext came from: the TLS library a uprobe sits in (passed to
+/// the programs as the attach cookie, so one program serves every library
+/// with the same ABI), or the socket itself for cleartext connections.
 #[repr(u8)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TlsLibrary {
     Unknown = 0,
     OpenSsl = 1,
     BoringSsl = 2,
+    GnuTls = 3,
+    /// NSS, through NSPR's `PR_Write`/`PR_Read` on an SSL layer.
+    Nss = 4,
+    /// Go's `crypto/tls`.
+    GoTls = 5,
+    /// No TLS: cleartext read from the socket syscalls.
+    Cleartext = 6,
 }
 
 impl TlsLibrary {
@@ -105,10 +117,19 @@ impl TlsLibrary {
         match value {
             1 => Self::OpenSsl,
             2 => Self::BoringSsl,
+            3 => Self::GnuTls,
+            4 => Self::Nss,
+            5 => Self::GoTls,
+            6 => Self::Cleartext,
             _ => Self::Unknown,
         }
     }
 }
+
+/// Bit set in [`TlsDataHeader::conn`] for connections identified by their
+/// socket (cleartext, ClientHello) rather than by a TLS library object:
+/// user-space addresses never have it.
+pub const CONN_SOCKET_BIT: u64 = 1 << 63;
 
 /// Common prefix of every record.
 #[repr(C)]
@@ -303,12 +324,33 @@ pub struct SockKey {
     pub fd: i32,
 }
 
+/// What a connected socket carries, judged from the first bytes the
+/// process writes on it.
+pub mod sock_state {
+    /// Nothing written yet.
+    pub const UNKNOWN: u8 = 0;
+    /// A TLS ClientHello went out: the socket carries ciphertext, whose
+    /// plaintext (if any) comes from a TLS library probe.
+    pub const TLS: u8 = 1;
+    /// Cleartext HTTP (a request line or the HTTP/2 preface): both
+    /// directions are copied from the syscalls.
+    pub const HTTP: u8 = 2;
+    /// Anything else: not copied.
+    pub const OTHER: u8 = 3;
+}
+
 /// Value of the connected-socket table.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct SockValue {
     /// The SSL object bound to this socket, 0 if none yet.
     pub ssl: u64,
+    /// The socket's connection id ([`CONN_SOCKET_BIT`] | connect time in
+    /// ns), the `conn` of its cleartext and ClientHello records.
+    pub conn: u64,
+    /// A [`sock_state`] value.
+    pub state: u8,
+    pub _pad: [u8; 7],
 }
 
 /// Key of the SSL-to-fd table.
@@ -330,7 +372,12 @@ pub mod counter {
     pub const TLS_BYTES_TRUNCATED: u32 = 2;
     /// A return probe found no matching entry (entry missed or map full).
     pub const TLS_ORPHAN_RETURNS: u32 = 3;
-    pub const COUNT: u32 = 4;
+    /// Cleartext socket calls whose bytes were copied.
+    pub const CLEARTEXT_CALLS: u32 = 4;
+    /// Vectored socket calls (`writev`, `sendmsg`, ...) with more buffers
+    /// than the kernel program copies: the rest counts as truncated bytes.
+    pub const IOVEC_TRUNCATED: u32 = 5;
+    pub const COUNT: u32 = 6;
 }
 
 #[cfg(feature = "user")]

@@ -2,17 +2,21 @@
 //! each TLS session, and executable mmaps (library loads) for the attacher.
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user},
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns, bpf_probe_read_user},
     macros::{map, tracepoint},
     maps::LruHashMap,
     programs::TracePointContext,
 };
 use sensor_common::{
-    CloseRecord, ConnectRecord, ExecMmapRecord, FLAG_CONNECT_IN_PROGRESS, RecordKind, SockKey,
-    SockValue, SslKey, TlsBindRecord,
+    CONN_SOCKET_BIT, CloseRecord, ConnectRecord, Direction, ExecMmapRecord,
+    FLAG_CONNECT_IN_PROGRESS, RecordKind, SockKey, SockValue, SslKey, TlsBindRecord, TlsLibrary,
+    counter, sock_state,
 };
 
-use crate::maps::{SOCKS, SSL_FD, emit, header};
+use crate::{
+    maps::{SOCKS, SSL_FD, count, emit, header},
+    tls::{Source, emit_plain, skip_bytes},
+};
 
 const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
@@ -195,7 +199,16 @@ fn try_exit_connect(ctx: &TracePointContext) -> Result<(), i64> {
                 });
             }
         }
-        SOCKS.insert(&key, &SockValue { ssl: 0 }, 0)?;
+        // The connection's id: its connect time, unique per process.
+        // SAFETY: helper without preconditions.
+        let conn = CONN_SOCKET_BIT | unsafe { bpf_ktime_get_boot_ns() };
+        let value = SockValue {
+            ssl: 0,
+            conn,
+            state: sock_state::UNKNOWN,
+            _pad: [0; 7],
+        };
+        SOCKS.insert(&key, &value, 0)?;
         if ret != 0 {
             head.flags |= FLAG_CONNECT_IN_PROGRESS;
         }
@@ -283,8 +296,12 @@ fn bind_pending(ctx: &TracePointContext) -> Result<(), i64> {
             ssl: old_ssl,
         });
     }
-    // SAFETY: as above.
-    unsafe { (*sock).ssl = ssl };
+    // SAFETY: as above. A socket with a TLS session on it carries
+    // ciphertext: its plaintext comes from the library probe.
+    unsafe {
+        (*sock).ssl = ssl;
+        (*sock).state = sock_state::TLS;
+    }
     let _ = PENDING_BIND.remove(&pid_tgid);
     SSL_FD.insert(&SslKey { tgid, _pad: 0, ssl }, &(fd as i32), 0)?;
     emit(TlsBindRecord {
@@ -296,26 +313,271 @@ fn bind_pending(ctx: &TracePointContext) -> Result<(), i64> {
     Ok(())
 }
 
-macro_rules! bind_on {
-    ($($name:ident),* $(,)?) => {$(
-        /// Socket syscall that may name the fd of a pending TLS session.
+/// How a socket syscall passes its bytes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    /// `(fd, buf, len, ...)`: write, read, sendto, recvfrom.
+    Buf,
+    /// `(fd, iov, iovcnt)`: writev, readv.
+    Iov,
+    /// `(fd, msghdr, flags)`: sendmsg, recvmsg.
+    Msg,
+}
+
+/// A socket call in flight whose bytes are to be copied at its exit.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub(crate) struct IoArgs {
+    conn: u64,
+    /// The buffer, or the `struct iovec` array.
+    ptr: u64,
+    /// iovecs in `ptr`, 0 for a plain buffer.
+    iovcnt: u64,
+    fd: i32,
+    direction: u8,
+    /// Copy as a ClientHello (first bytes only), not as cleartext.
+    hello: u8,
+    _pad: [u8; 2],
+}
+
+#[map]
+static IO_ARGS: LruHashMap<u64, IoArgs> = LruHashMap::with_max_entries(16384, 0);
+
+/// `struct iovec`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Iovec {
+    base: u64,
+    len: u64,
+}
+
+/// iovecs copied per call at most; bytes in later ones count as lost.
+const MAX_IOVECS: u64 = 4;
+/// Bytes of a ClientHello copied at most (the server name is near the
+/// start; a post-quantum key share makes a hello about 1.8 KiB).
+const HELLO_BYTES: u64 = 4096;
+
+/// HTTP/1 request methods and the HTTP/2 preface, as the first four bytes
+/// a client writes.
+const HTTP_STARTS: [[u8; 4]; 9] = [
+    *b"GET ", *b"POST", *b"PUT ", *b"PATC", *b"DELE", *b"HEAD", *b"OPTI", *b"CONN", *b"PRI ",
+];
+
+/// A TLS handshake record (content type 22, version 3.x) holding a
+/// ClientHello (handshake type 1).
+#[inline(always)]
+fn is_client_hello(head: &[u8; 8]) -> bool {
+    head[0] == 0x16 && head[1] == 3 && head[2] <= 4 && head[5] == 1
+}
+
+/// The first buffer of a call and its length.
+#[inline(always)]
+fn first_buffer(ctx: &TracePointContext, shape: Shape) -> Result<(u64, u64, u64), i64> {
+    // SAFETY: offsets from the syscall tracepoint formats.
+    let arg1: u64 = unsafe { ctx.read_at(ARG1) }.map_err(i64::from)?;
+    // SAFETY: as above.
+    let arg2: u64 = unsafe { ctx.read_at(ARG2) }.map_err(i64::from)?;
+    let (ptr, iovcnt) = match shape {
+        Shape::Buf => return Ok((arg1, 0, arg2)),
+        Shape::Iov => (arg1, arg2),
+        Shape::Msg => {
+            // struct msghdr: name, namelen (padded), iov, iovlen, ...
+            // SAFETY: user memory via the helper.
+            let iov: u64 = unsafe { bpf_probe_read_user((arg1 + 16) as *const u64) }?;
+            // SAFETY: as above.
+            let iovlen: u64 = unsafe { bpf_probe_read_user((arg1 + 24) as *const u64) }?;
+            (iov, iovlen)
+        }
+    };
+    if iovcnt == 0 {
+        return Err(1);
+    }
+    // SAFETY: as above.
+    let first: Iovec = unsafe { bpf_probe_read_user(ptr as *const Iovec) }?;
+    Ok((ptr, iovcnt, first.len))
+}
+
+/// Entry of a socket read or write: ties a pending TLS session to its
+/// socket, classifies a new connection from its first bytes, and stashes
+/// the buffers of cleartext HTTP (and of a ClientHello) for the exit.
+#[inline(always)]
+fn io_enter(ctx: &TracePointContext, direction: Direction, shape: Shape) -> Result<(), i64> {
+    // Classified before a pending TLS session is bound to the socket: a
+    // library that handshakes inside its first write (NSS, GnuTLS) has
+    // its session pending while its ClientHello goes out.
+    let classified = io_classify(ctx, direction, shape);
+    let _ = bind_pending(ctx);
+    classified
+}
+
+#[inline(always)]
+fn io_classify(ctx: &TracePointContext, direction: Direction, shape: Shape) -> Result<(), i64> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    // SAFETY: offset from the syscall tracepoint format.
+    let fd: u64 = unsafe { ctx.read_at(ARG0) }.map_err(i64::from)?;
+    let key = SockKey {
+        tgid: (pid_tgid >> 32) as u32,
+        fd: fd as i32,
+    };
+    let Some(sock) = SOCKS.get_ptr_mut(&key) else {
+        return Ok(());
+    };
+    // SAFETY: pointer from a successful lookup.
+    let (state, conn) = unsafe { ((*sock).state, (*sock).conn) };
+    let (ptr, iovcnt, len) = first_buffer(ctx, shape)?;
+    let mut hello = 0u8;
+    match direction {
+        Direction::Ingress => {
+            if state != sock_state::HTTP {
+                return Ok(());
+            }
+        }
+        Direction::Egress => {
+            if state == sock_state::TLS || state == sock_state::OTHER || len < 4 {
+                return Ok(());
+            }
+            let base = if iovcnt == 0 {
+                ptr
+            } else {
+                // SAFETY: user memory via the helper.
+                unsafe { bpf_probe_read_user(ptr as *const u64) }?
+            };
+            // A short first write may leave the tail of this read outside
+            // the buffer: only the bytes it has are looked at.
+            // SAFETY: as above.
+            let head: [u8; 8] = unsafe { bpf_probe_read_user(base as *const [u8; 8]) }?;
+            let next = if len >= 6 && is_client_hello(&head) {
+                hello = 1;
+                sock_state::TLS
+            } else if state == sock_state::HTTP {
+                sock_state::HTTP
+            } else {
+                let mut first = [0u8; 4];
+                first.copy_from_slice(&head[..4]);
+                if HTTP_STARTS.iter().any(|m| *m == first) {
+                    sock_state::HTTP
+                } else {
+                    sock_state::OTHER
+                }
+            };
+            if next != state {
+                // SAFETY: pointer from the lookup above.
+                unsafe { (*sock).state = next };
+            }
+            if next == sock_state::OTHER {
+                return Ok(());
+            }
+        }
+    }
+    let args = IoArgs {
+        conn,
+        ptr,
+        iovcnt,
+        fd: fd as i32,
+        direction: direction as u8,
+        hello,
+        _pad: [0; 2],
+    };
+    IO_ARGS.insert(&pid_tgid, &args, 0)?;
+    Ok(())
+}
+
+/// Exit of a socket read or write stashed by [`io_enter`]: copies the
+/// bytes transferred (the return value says how many).
+#[inline(always)]
+fn io_exit(ctx: &TracePointContext) -> Result<(), i64> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let Some(args) = IO_ARGS.get_ptr(&pid_tgid) else {
+        return Ok(());
+    };
+    // SAFETY: pointer from a successful lookup; copied before removal.
+    let args = unsafe { *args };
+    let _ = IO_ARGS.remove(&pid_tgid);
+    // SAFETY: offset from the syscall tracepoint format.
+    let ret: i64 = unsafe { ctx.read_at(RET) }.map_err(i64::from)?;
+    if ret <= 0 {
+        return Ok(());
+    }
+    let mut src = Source {
+        conn: args.conn,
+        fd: args.fd,
+        direction: args.direction,
+        library: TlsLibrary::Cleartext as u8,
+        kind: RecordKind::TlsData as u8,
+        _pad: 0,
+    };
+    let mut left = ret as u64;
+    if args.hello != 0 {
+        src.kind = RecordKind::TlsClientHello as u8;
+        let (base, len) = if args.iovcnt == 0 {
+            (args.ptr, left)
+        } else {
+            // SAFETY: user memory via the helper.
+            let iov: Iovec = unsafe { bpf_probe_read_user(args.ptr as *const Iovec) }?;
+            (iov.base, if iov.len < left { iov.len } else { left })
+        };
+        emit_plain(
+            &src,
+            base,
+            if len > HELLO_BYTES { HELLO_BYTES } else { len },
+        );
+        return Ok(());
+    }
+    count(counter::CLEARTEXT_CALLS, 1);
+    if args.iovcnt == 0 {
+        emit_plain(&src, args.ptr, left);
+        return Ok(());
+    }
+    let mut i = 0u64;
+    while i < MAX_IOVECS {
+        if i >= args.iovcnt || left == 0 {
+            break;
+        }
+        // SAFETY: user memory via the helper.
+        let iov: Iovec = unsafe { bpf_probe_read_user((args.ptr + i * 16) as *const Iovec) }?;
+        let n = if iov.len < left { iov.len } else { left };
+        if n > 0 {
+            emit_plain(&src, iov.base, n);
+        }
+        left -= n;
+        i += 1;
+    }
+    if left > 0 {
+        // Buffers past the ones copied: the stream moves on without them.
+        count(counter::IOVEC_TRUNCATED, 1);
+        count(counter::TLS_BYTES_TRUNCATED, left);
+        skip_bytes(&src, (pid_tgid >> 32) as u32, left)?;
+    }
+    Ok(())
+}
+
+macro_rules! socket_io {
+    ($($enter:ident, $exit:ident, $direction:expr, $shape:expr;)*) => {$(
+        /// Socket syscall entry: see [`io_enter`].
         #[tracepoint]
-        pub fn $name(ctx: TracePointContext) -> u32 {
-            let _ = bind_pending(&ctx);
+        pub fn $enter(ctx: TracePointContext) -> u32 {
+            let _ = io_enter(&ctx, $direction, $shape);
+            0
+        }
+
+        /// Socket syscall exit: see [`io_exit`].
+        #[tracepoint]
+        pub fn $exit(ctx: TracePointContext) -> u32 {
+            let _ = io_exit(&ctx);
             0
         }
     )*};
 }
 
-bind_on!(
-    sys_enter_write,
-    sys_enter_writev,
-    sys_enter_sendto,
-    sys_enter_sendmsg,
-    sys_enter_read,
-    sys_enter_readv,
-    sys_enter_recvfrom,
-    sys_enter_recvmsg,
+socket_io!(
+    sys_enter_write, sys_exit_write, Direction::Egress, Shape::Buf;
+    sys_enter_writev, sys_exit_writev, Direction::Egress, Shape::Iov;
+    sys_enter_sendto, sys_exit_sendto, Direction::Egress, Shape::Buf;
+    sys_enter_sendmsg, sys_exit_sendmsg, Direction::Egress, Shape::Msg;
+    sys_enter_read, sys_exit_read, Direction::Ingress, Shape::Buf;
+    sys_enter_readv, sys_exit_readv, Direction::Ingress, Shape::Iov;
+    sys_enter_recvfrom, sys_exit_recvfrom, Direction::Ingress, Shape::Buf;
+    sys_enter_recvmsg, sys_exit_recvmsg, Direction::Ingress, Shape::Msg;
 );
 
 /// `syscalls:sys_enter_mmap` with `PROT_EXEC` and a file: a library or

@@ -9,8 +9,9 @@ use serde::Deserialize;
 use crate::sink::config::SinkConfig;
 
 /// Event actions the sensor can emit.
-pub const ACTIONS: [&str; 7] = [
+pub const ACTIONS: [&str; 8] = [
     "model_call",
+    "blind_spot",
     "credential_shared",
     "connect",
     "process_exec",
@@ -69,6 +70,12 @@ pub struct Config {
     pub spool_dir: PathBuf,
     /// `host:port` of the Prometheus `/metrics` endpoint. Default: off.
     pub metrics_address: Option<String>,
+    /// Self-hosted model endpoints (vLLM, Ollama, gateways), for
+    /// `blind_spot` reports: host names (`llm.internal`, `*.inference.corp`)
+    /// or IP addresses, each with an optional `:port`. The public
+    /// providers' hosts and every destination where the sensor saw a
+    /// model call count already. Default: none.
+    pub model_endpoints: Vec<String>,
 }
 
 impl Default for Config {
@@ -90,6 +97,7 @@ impl Default for Config {
             integrity_key_file: PathBuf::from("/var/lib/sensor/integrity.key"),
             spool_dir: PathBuf::from("/var/lib/sensor/spool"),
             metrics_address: None,
+            model_endpoints: Vec::new(),
         }
     }
 }
@@ -132,6 +140,12 @@ impl Config {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
+        crate::blind::validate_endpoints(&self.model_endpoints).map_err(|message| {
+            ConfigError::Invalid {
+                key: "model_endpoints",
+                message,
+            }
+        })?;
         let ring = self.ring_buffer_bytes;
         if !ring.is_power_of_two() || ring < 4096 {
             return Err(ConfigError::Invalid {

@@ -15,6 +15,10 @@ pub struct ConnInfo {
     pub remote: SocketAddr,
     pub local: Option<SocketAddr>,
     pub connect_ts: u64,
+    /// From the connection's ClientHello (TLS only).
+    pub server_name: Option<String>,
+    /// ALPN protocols the client offered.
+    pub alpn: Vec<String>,
     local_resolved: bool,
 }
 
@@ -43,6 +47,8 @@ impl ConnTable {
                 remote,
                 local: None,
                 connect_ts: ts,
+                server_name: None,
+                alpn: Vec::new(),
                 local_resolved: false,
             },
         );
@@ -64,6 +70,20 @@ impl ConnTable {
             self.map.remove(&(pid, *fd));
         }
         fds
+    }
+
+    /// The connection's ClientHello was seen; returns its destination.
+    pub fn on_client_hello(
+        &mut self,
+        pid: u32,
+        fd: i32,
+        server_name: Option<String>,
+        alpn: Vec<String>,
+    ) -> Option<SocketAddr> {
+        let conn = self.map.get_mut(&(pid, fd))?;
+        conn.server_name = server_name;
+        conn.alpn = alpn;
+        Some(conn.remote)
     }
 
     /// The connection, with its local address looked up once.

@@ -138,6 +138,7 @@ pub async fn run(
     let mut pipeline = Pipeline::new(config.clone(), host_name, fingerprinter, outputs);
     pipeline.set_kernel_tables(tables);
     pipeline.set_scan_sender(scan_tx.clone());
+    pipeline.set_attach_stats(Arc::clone(&stats));
     pipeline.procs.seed();
     // SAFETY: the fd belongs to the RingBuf owned by the AsyncFd and stays
     // open, and the same, for as long as the AsyncFd lives.
@@ -222,6 +223,7 @@ pub async fn run(
                 pipeline.health("running", bpf::read_counters(&counters), &attach_stats(&stats));
             }
             _ = loss.tick() => {
+                pipeline.tick();
                 let kernel = bpf::read_counters(&counters);
                 if let Some(snapshot) = &metrics {
                     let text = pipeline.metrics(&kernel, &attach_stats(&stats));

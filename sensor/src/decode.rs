@@ -87,6 +87,9 @@ pub enum Record {
         fd: i32,
     },
     TlsData(TlsData),
+    /// The first bytes a client wrote on a TLS socket: its ClientHello
+    /// (`conn` is the socket's connection id; `stream_pos` is 0).
+    ClientHello(TlsData),
     TlsBind {
         task: Task,
         conn: u64,
@@ -198,7 +201,7 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
             let r: CloseRecord = read(bytes)?;
             Record::Close { task: t, fd: r.fd }
         }
-        RecordKind::TlsData => {
+        RecordKind::TlsData | RecordKind::TlsClientHello => {
             let h: TlsDataHeader = read(bytes)?;
             let data = &bytes[size_of::<TlsDataHeader>()..];
             let len = h.len as usize;
@@ -206,7 +209,7 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
                 claimed: h.len,
                 carried: data.len(),
             })?;
-            Record::TlsData(TlsData {
+            let chunk = TlsData {
                 task: t,
                 conn: h.conn,
                 fd: (h.fd >= 0).then_some(h.fd),
@@ -216,7 +219,12 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
                 total_len: h.total_len,
                 offset: h.offset,
                 data: data.to_vec(),
-            })
+            };
+            if kind == RecordKind::TlsClientHello {
+                Record::ClientHello(chunk)
+            } else {
+                Record::TlsData(chunk)
+            }
         }
         RecordKind::TlsBind => {
             let r: TlsBindRecord = read(bytes)?;

@@ -10,7 +10,7 @@ use serde_json::Value;
 use crate::identity::{ProcIdentity, process::ProcessInfo};
 
 /// Version of the event schema; bumped on any breaking change.
-pub const SCHEMA_VERSION: &str = "1.2.0";
+pub const SCHEMA_VERSION: &str = "1.3.0";
 
 /// Fields by dotted path, in the order they were set.
 pub type Fields = Vec<(&'static str, Value)>;

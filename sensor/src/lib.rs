@@ -2,6 +2,7 @@
 //! their records, attributing them to processes, parsing TLS plaintext into
 //! HTTP exchanges, recognising model API calls, and emitting JSON events.
 
+pub mod blind;
 pub mod bpf;
 pub mod caps;
 pub mod check;

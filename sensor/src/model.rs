@@ -1,6 +1,8 @@
 //! Turning an HTTP exchange into a `model_call` event when it has the shape
 //! of a model API call.
 
+use sensor_common::TlsLibrary;
+
 use crate::{
     bpf::attach::library_name,
     conntrack::ConnInfo,
@@ -57,6 +59,7 @@ pub fn model_call_event(
 
     let mut event = Event::new("model_call");
     let remote = conn.map(|c| c.remote);
+    let cleartext = ex.library == TlsLibrary::Cleartext;
     let server_address = host.clone().or_else(|| remote.map(|r| r.ip().to_string()));
     event
         .set("event.kind", "event")
@@ -64,7 +67,10 @@ pub fn model_call_event(
         .set("server.address", server_address)
         .set(
             "server.port",
-            remote.map(|r| r.port()).or(host_port).or(Some(443)),
+            remote
+                .map(|r| r.port())
+                .or(host_port)
+                .or(Some(if cleartext { 80 } else { 443 })),
         )
         .set("server.ip", remote.map(|r| r.ip().to_string()))
         .set(
@@ -80,10 +86,17 @@ pub fn model_call_event(
         .set("network.protocol.name", "http")
         .set(
             "network.protocol.version",
-            if request.version == 0 { "1.0" } else { "1.1" },
+            match request.version {
+                0 => "1.0",
+                2 => "2",
+                _ => "1.1",
+            },
         )
+        .set("url.scheme", if cleartext { "http" } else { "https" })
+        .set("tls.established", !cleartext)
         .set("tls.library", library_name(ex.library))
         .set("tls.session.id", ex.session_id)
+        .set("tls.server_name", conn.and_then(|c| c.server_name.clone()))
         .set("process.io.fd", ex.fd)
         .set("http.request.method", request.method.clone())
         .set("url.path", mask_text(target_path(&request.target)))

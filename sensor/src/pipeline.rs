@@ -2,12 +2,17 @@
 //! connection tables -> TLS session reassembly -> HTTP -> model call
 //! recognition -> enriched events -> sink.
 
-use std::{collections::BTreeMap, net::SocketAddr, sync::Arc};
+use std::{
+    collections::BTreeMap,
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+};
 
 use serde_json::json;
-use tracing::warn;
+use tracing::{debug, warn};
 
 use crate::{
+    blind::{BlindSpot, BlindSpots, Reason, Watched},
     bpf::{KernelCounters, KernelTables, attach::AttachStats},
     config::Config,
     conntrack::ConnTable,
@@ -19,6 +24,7 @@ use crate::{
         process::{ExecInfo, ProcessTable},
     },
     model,
+    protocol::tls_hello,
     session::{Exchange, Sessions},
     sharing::{Actor, ShareTracker},
     sink::Outputs,
@@ -62,6 +68,10 @@ pub struct Pipeline {
     /// The kernel's connection tables, cleaned as processes end (absent in
     /// tests without a kernel).
     kernel: Option<KernelTables>,
+    /// TLS connections to model APIs waiting to show their plaintext.
+    blind: BlindSpots,
+    /// The attacher's results: which files carry probes (None in tests).
+    attach: Option<Arc<Mutex<AttachStats>>>,
 }
 
 impl Pipeline {
@@ -74,6 +84,7 @@ impl Pipeline {
         let body_cap = config.body_capture_bytes;
         let identity = Resolver::new(config.identity());
         let sharing = ShareTracker::new(config.credential_share_window_secs);
+        let blind = BlindSpots::new(&config.model_endpoints);
         Self {
             config,
             host_name,
@@ -90,7 +101,43 @@ impl Pipeline {
             counters: Counters::default(),
             scan_tx: None,
             kernel: None,
+            blind,
+            attach: None,
         }
+    }
+
+    /// Shares the attacher's results (which files are probed).
+    pub fn set_attach_stats(&mut self, stats: Arc<Mutex<AttachStats>>) {
+        self.attach = Some(stats);
+    }
+
+    /// Whether `pid` maps a file the sensor probes; `None` when it cannot
+    /// be told (the process is gone, or no attacher).
+    fn maps_probed_file(&self, pid: u32) -> Option<bool> {
+        let stats = self.attach.as_ref()?;
+        let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
+        let stats = stats
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        Some(maps.lines().any(|line| {
+            let mut fields = line.split_whitespace();
+            let (Some(dev), Some(inode)) = (fields.nth(3), fields.next()) else {
+                return false;
+            };
+            let Some((major, minor)) = dev.split_once(':') else {
+                return false;
+            };
+            match (
+                u32::from_str_radix(major, 16),
+                u32::from_str_radix(minor, 16),
+                inode.parse::<u64>(),
+            ) {
+                (Ok(major), Ok(minor), Ok(inode)) => {
+                    inode != 0 && stats.probed_ids.contains(&(major, minor, inode))
+                }
+                _ => false,
+            }
+        }))
     }
 
     pub fn set_kernel_tables(&mut self, tables: KernelTables) {
@@ -166,6 +213,10 @@ impl Pipeline {
             }
             Record::Fork { task, child_pid } => self.procs.on_fork(task.pid, child_pid),
             Record::Exit { task } => {
+                for spot in self.blind.exited(task.pid) {
+                    self.emit_blind_spot(spot);
+                }
+                self.blind.forget_process(task.pid);
                 let tls_conns = self.sessions.conns_of(task.pid);
                 let exchanges = self.sessions.on_exit(task.pid, task.ts_ns);
                 self.on_exchanges(exchanges);
@@ -226,15 +277,23 @@ impl Pipeline {
                 }
             }
             Record::Close { task, fd } => {
+                if let Some(spot) = self.blind.closed(task.pid, fd) {
+                    self.emit_blind_spot(spot);
+                }
                 let exchanges = self.sessions.on_close(task.pid, fd, task.ts_ns);
                 self.on_exchanges(exchanges);
                 self.conns.on_close(task.pid, fd);
             }
             Record::TlsData(chunk) => {
+                if let Some(fd) = chunk.fd {
+                    self.blind.covered(chunk.task.pid, fd);
+                }
                 let exchanges = self.sessions.on_data(&chunk);
                 self.on_exchanges(exchanges);
             }
+            Record::ClientHello(chunk) => self.on_client_hello(&chunk),
             Record::TlsBind { task, conn, fd } => {
+                self.blind.covered(task.pid, fd);
                 let exchanges = self.sessions.on_bind(task.pid, conn, fd, task.ts_ns);
                 self.on_exchanges(exchanges);
                 // Look the local address up now, while the socket is open.
@@ -243,6 +302,107 @@ impl Pipeline {
             Record::ExecMmap { task, .. } | Record::RootChange { task } => {
                 self.request_scan(task.pid)
             }
+        }
+    }
+
+    /// A TLS client's first bytes: the server name for the connection's
+    /// events, and a watch for a blind spot when it goes to a model API.
+    fn on_client_hello(&mut self, chunk: &crate::decode::TlsData) {
+        let Some(fd) = chunk.fd else { return };
+        let hello = match tls_hello::parse(&chunk.data) {
+            Ok(hello) => hello,
+            Err(err) => {
+                self.blind.stats.client_hello_errors += 1;
+                debug!(pid = chunk.task.pid, %err, "unreadable ClientHello");
+                return;
+            }
+        };
+        self.blind.stats.client_hellos += 1;
+        let pid = chunk.task.pid;
+        let remote =
+            self.conns
+                .on_client_hello(pid, fd, hello.server_name.clone(), hello.alpn.clone());
+        let Some(matched) = self
+            .blind
+            .model_endpoint(hello.server_name.as_deref(), remote)
+        else {
+            return;
+        };
+        if !self.config.emits("blind_spot") {
+            return;
+        }
+        // Whether the process maps a probed library; when it is gone
+        // already (a short-lived client), whether any probe reported
+        // plaintext of it.
+        let probed = self
+            .maps_probed_file(pid)
+            .unwrap_or_else(|| self.sessions.has_library_sessions(pid));
+        let reason = if probed {
+            Reason::PlaintextNotSeen
+        } else {
+            Reason::NoTlsProbe
+        };
+        self.blind.watch(Watched {
+            pid,
+            tid: chunk.task.tid,
+            fd,
+            ts_ns: chunk.task.ts_ns,
+            server_name: hello.server_name,
+            remote,
+            alpn: hello.alpn,
+            matched,
+            reason,
+        });
+    }
+
+    fn emit_blind_spot(&mut self, spot: BlindSpot) {
+        let conn = &spot.conn;
+        let mut event = Event::new("blind_spot");
+        event
+            .set("event.kind", "alert")
+            .set("event.category", json!(["network"]))
+            .set("event.type", json!(["info"]))
+            .set("event.outcome", "unknown")
+            .set("blind_spot.reason", conn.reason.as_str())
+            .set("blind_spot.matched", conn.matched)
+            .set("blind_spot.suppressed", spot.suppressed)
+            .set("message", conn.reason.message())
+            .set(
+                "server.address",
+                conn.server_name
+                    .clone()
+                    .or_else(|| conn.remote.map(|r| r.ip().to_string())),
+            )
+            .set("server.ip", conn.remote.map(|r| r.ip().to_string()))
+            .set("server.port", conn.remote.map(|r| r.port()))
+            .set("network.transport", "tcp")
+            .set("tls.server_name", conn.server_name.clone())
+            .set("process.io.fd", conn.fd);
+        if !conn.alpn.is_empty() {
+            event.set("tls.client.supported_protocols", conn.alpn.clone());
+        }
+        if let Some(name) = conn.server_name.as_deref()
+            && let Some(provider) = crate::provider::known_provider(name)
+        {
+            event.set("gen_ai.provider.name", provider);
+        }
+        let task = Task {
+            ts_ns: conn.ts_ns,
+            pid: conn.pid,
+            tid: conn.tid,
+            cgroup_id: 0,
+            uid: 0,
+            gid: 0,
+        };
+        self.with_process(&mut event, &task);
+        self.emit_at(event, conn.ts_ns);
+    }
+
+    /// Frequent upkeep (every second): blind spots past their deadline.
+    pub fn tick(&mut self) {
+        let now = self.clock.now_boot_ns();
+        for spot in self.blind.expire(now) {
+            self.emit_blind_spot(spot);
         }
     }
 
@@ -257,6 +417,16 @@ impl Pipeline {
                 continue;
             }
             let conn = ex.fd.and_then(|fd| self.conns.get(ex.pid, fd)).cloned();
+            // Where model calls go is a model endpoint: an unprobed client
+            // connecting there later is a blind spot.
+            self.blind.learn(
+                conn.as_ref().map(|c| c.remote),
+                ex.request
+                    .headers
+                    .get_str("host")
+                    .map(|h| model::split_host(h).0)
+                    .as_deref(),
+            );
             let mut event = model::model_call_event(&ex, shape, conn.as_ref(), &self.fingerprinter);
             let task = Task {
                 ts_ns: ex.request.first_ts,
@@ -642,7 +812,13 @@ impl Pipeline {
             .set("sensor.tls.files_probed", probed)
             .set("sensor.tls.files_checked", attach.files_checked)
             .set("sensor.tls.attach_failures", attach.attach_failures)
-            .set("sensor.tls.check_failures", attach.check_failures);
+            .set("sensor.tls.check_failures", attach.check_failures)
+            .set("sensor.kernel.cleartext_calls", kernel.cleartext_calls)
+            .set("sensor.kernel.iovec_truncated", kernel.iovec_truncated)
+            .set(
+                "sensor.blind_spots",
+                serde_json::to_value(self.blind.stats).unwrap_or_default(),
+            );
         self.emit(event);
         self.flush();
     }

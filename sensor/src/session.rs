@@ -1,6 +1,8 @@
-//! Per-TLS-session reassembly: the plaintext records of one `SSL *` in one
-//! process become an ordered byte stream per direction, parsed as HTTP/1.1,
-//! with requests paired to their responses in order (keep-alive).
+//! Per-connection reassembly: the plaintext records of one TLS session (an
+//! `SSL *`, a GnuTLS session, an NSS socket, a Go `*tls.Conn`) or of one
+//! cleartext socket in one process become an ordered byte stream per
+//! direction, parsed as HTTP/1.1 (requests paired to their responses in
+//! order, keep-alive) or HTTP/2 (paired by stream).
 //!
 //! The kernel numbers every byte of each direction (`stream_pos`), captured
 //! or not, so a lost record or a cut call shows as a jump and becomes a gap
@@ -15,7 +17,10 @@ use sensor_common::{Direction, TlsLibrary};
 
 use crate::{
     decode::TlsData,
-    protocol::http1::{Parsed, Request, RequestParser, Response, ResponseParser},
+    protocol::{
+        http1::{Parsed, Request, RequestParser, Response, ResponseParser},
+        http2::{Http2Connection, Http2Item},
+    },
 };
 
 /// Sessions tracked at most; the least recently active go first.
@@ -46,7 +51,9 @@ enum Role {
     /// This process answers requests (a server's side of TLS): not reported
     /// here, its clients are.
     Server,
-    /// HTTP/2 or something that is not HTTP.
+    /// This process speaks HTTP/2 as a client (it sent the preface).
+    Http2Client,
+    /// Something that is not HTTP.
     Other,
 }
 
@@ -72,6 +79,8 @@ pub struct SessionStats {
     pub sessions_evicted: u64,
     pub server_sessions: u64,
     pub non_http1_sessions: u64,
+    pub http2_sessions: u64,
+    pub http2_errors: u64,
     pub parse_errors: u64,
     pub bytes_lost: u64,
     pub requests_without_response: u64,
@@ -97,6 +106,8 @@ struct Session {
     last_active: Instant,
     requests: RequestParser,
     responses: ResponseParser,
+    /// The HTTP/2 parser, for a session that opened with the preface.
+    h2: Option<Box<Http2Connection>>,
     /// Requests waiting for their response, in order; `None` stands for a
     /// request that could not be parsed, so the responses stay aligned.
     pending: VecDeque<Option<Request>>,
@@ -114,6 +125,9 @@ pub struct Sessions {
 }
 
 fn role_of(direction: Direction, data: &[u8]) -> Role {
+    if direction == Direction::Egress && data.starts_with(b"PRI * HTTP/2.0") {
+        return Role::Http2Client;
+    }
     let is_request = METHODS.iter().any(|m| data.starts_with(m));
     let is_response = data.starts_with(b"HTTP/1.");
     match (direction, is_request, is_response) {
@@ -170,6 +184,10 @@ impl Sessions {
             match session.role {
                 Role::Server => self.stats.server_sessions += 1,
                 Role::Other => self.stats.non_http1_sessions += 1,
+                Role::Http2Client => {
+                    self.stats.http2_sessions += 1;
+                    session.h2 = Some(Box::new(Http2Connection::new(self.body_cap)));
+                }
                 Role::Client | Role::Unknown => {}
             }
         } else if matches!(session.role, Role::Unknown | Role::Other)
@@ -185,7 +203,7 @@ impl Sessions {
             session.flows = [Flow::default(); 2];
             session.flows[Direction::Egress as usize].next = Some(pos);
         }
-        if session.role != Role::Client {
+        if !matches!(session.role, Role::Client | Role::Http2Client) {
             // Servers, other protocols, and streams first seen mid-way:
             // nothing to parse.
             return out;
@@ -243,6 +261,11 @@ impl Sessions {
             next: Some(end),
             call_end: call_end.max(end),
         };
+        if let Some(h2) = session.h2.as_mut() {
+            let items = h2.feed(chunk.direction, chunk.task.ts_ns, data);
+            absorb_h2(session, items, stats, &mut out, chunk.task.pid);
+            return out;
+        }
         let (reqs, resps) = match chunk.direction {
             Direction::Egress => (session.requests.feed(chunk.task.ts_ns, data), Vec::new()),
             Direction::Ingress => (Vec::new(), session.responses.feed(chunk.task.ts_ns, data)),
@@ -261,6 +284,7 @@ impl Sessions {
             last_active: Instant::now(),
             requests: RequestParser::new(self.body_cap),
             responses: ResponseParser::new(self.body_cap),
+            h2: None,
             pending: VecDeque::new(),
             orphan_responses: 0,
             // The kernel starts counting both directions at the session's
@@ -297,6 +321,14 @@ impl Sessions {
             .map(|(k, _)| *k)
             .collect();
         self.finish(keys, ts)
+    }
+
+    /// Whether a TLS library probe reported plaintext of `pid` (a session
+    /// not from the socket syscalls).
+    pub fn has_library_sessions(&self, pid: u32) -> bool {
+        self.map
+            .iter()
+            .any(|((p, _), s)| *p == pid && s.library != TlsLibrary::Cleartext)
     }
 
     /// The `SSL *` of every session of `pid`.
@@ -343,6 +375,11 @@ impl Sessions {
             let Some(mut session) = self.map.remove(&key) else {
                 continue;
             };
+            if let Some(mut h2) = session.h2.take() {
+                let items = h2.close(ts);
+                absorb_h2(&session, items, &mut self.stats, &mut out, key.0);
+                continue;
+            }
             if session.role != Role::Client {
                 continue;
             }
@@ -391,6 +428,11 @@ fn gap(
         return;
     }
     stats.bytes_lost += lost;
+    if let Some(h2) = session.h2.as_mut() {
+        let items = h2.gap(direction, ts, lost);
+        absorb_h2(session, items, stats, out, pid);
+        return;
+    }
     let (reqs, resps) = match direction {
         Direction::Egress => (session.requests.gap(ts, lost), Vec::new()),
         Direction::Ingress => (Vec::new(), session.responses.gap(ts, lost)),
@@ -474,6 +516,30 @@ fn absorb(
                     stats.requests_without_response += 1;
                     out.push(exchange(session, pid, request, None));
                 }
+            }
+        }
+    }
+}
+
+/// Reports the HTTP/2 exchanges completed (paired by stream already).
+fn absorb_h2(
+    session: &Session,
+    items: Vec<Http2Item>,
+    stats: &mut SessionStats,
+    out: &mut Vec<Exchange>,
+    pid: u32,
+) {
+    for item in items {
+        match item {
+            Http2Item::Exchange(request, response) => {
+                if response.is_none() {
+                    stats.requests_without_response += 1;
+                }
+                out.push(exchange(session, pid, request, response));
+            }
+            Http2Item::Error(err) => {
+                stats.http2_errors += 1;
+                tracing::debug!(%err, "HTTP/2 parse error");
             }
         }
     }

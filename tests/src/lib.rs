@@ -370,6 +370,8 @@ pub fn fake_key(tag: &str) -> String {
 pub struct FakeApi {
     child: Child,
     pub port: u16,
+    /// The cleartext HTTP port, when asked for.
+    pub plain_port: Option<u16>,
     pub ca: PathBuf,
     pub dir: PathBuf,
     log: Arc<Mutex<Vec<Value>>>,
@@ -382,13 +384,30 @@ impl FakeApi {
 
     /// Listens on `host` (`::1` for IPv6).
     pub fn start_on(name: &str, host: &str) -> Self {
+        Self::start_with(name, host, false)
+    }
+
+    /// Also serves HTTP/2 (ALPN `h2`, with the venv's `h2` package) and
+    /// cleartext HTTP/1.1 on a second port.
+    pub fn start_full(name: &str) -> Self {
+        Self::start_with(name, "127.0.0.1", true)
+    }
+
+    fn start_with(name: &str, host: &str, full: bool) -> Self {
         let dir = scratch(&format!("api-{name}"));
-        let mut cmd = Command::new("python3");
+        let mut cmd = if full {
+            Command::new(venv_python())
+        } else {
+            Command::new("python3")
+        };
         cmd.arg(workspace().join("tests/fixtures/fake_model_api.py"))
             .arg("--dir")
             .arg(&dir)
-            .args(["--host", host])
-            .stdin(Stdio::null())
+            .args(["--host", host]);
+        if full {
+            cmd.args(["--http2", "--plain-port", "0"]);
+        }
+        cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         die_with_parent(&mut cmd);
@@ -411,6 +430,7 @@ impl FakeApi {
         Self {
             child,
             port: info["port"].as_u64().unwrap() as u16,
+            plain_port: info["plain_port"].as_u64().map(|p| p as u16),
             ca: PathBuf::from(info["ca"].as_str().unwrap()),
             dir,
             log,

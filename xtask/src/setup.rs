@@ -37,6 +37,12 @@ const TEST_PACKAGES: &[&str] = &[
     "pkg-config",
     "rsyslog",
     "rsyslog-gnutls",
+    // Clients of tests/tests/tls_coverage.rs: gnutls-cli, NSS's tstclnt,
+    // Go (built in the test), Java 17 (the source launcher).
+    "gnutls-bin",
+    "libnss3-tools",
+    "golang-go",
+    "openjdk-17-jdk-headless",
 ];
 
 fn is_root() -> bool {

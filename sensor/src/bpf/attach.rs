@@ -1,6 +1,8 @@
-//! Attaching the TLS uprobes to every distinct file that carries the OpenSSL
-//! API: shared libssl on the host and in containers, and executables that
-//! link it statically with symbols (node).
+//! Attaching the TLS uprobes to every distinct file that carries a TLS
+//! library: shared libssl, libgnutls and libnspr4 on the host and in
+//! containers, executables that link OpenSSL or BoringSSL statically with
+//! symbols (node), and Go programs (crypto/tls, found through the Go
+//! runtime's own function table, so stripped binaries too).
 //!
 //! A uprobe belongs to an inode, not to a process: one attach covers every
 //! process that maps the file, now or later. So each file is probed once,
@@ -27,17 +29,46 @@ use tracing::{debug, info, warn};
 
 use super::{
     LoadError,
-    elf::{ElfError, TlsSymbols, find_tls_symbols_in},
+    elf::{ElfError, find_tls_symbols_in},
+    golang::{GoProbe, inspect_go},
 };
 
-/// Entry program for each probed function; every one also gets `ssl_ret`.
-const ENTRY_PROGRAMS: [(&str, &str); 4] = [
+/// Entry program for each probed library function; every one also gets
+/// `ssl_ret`. GnuTLS's record calls have `SSL_write`'s shape.
+const ENTRY_PROGRAMS: [(&str, &str); 10] = [
     ("SSL_write", "ssl_write"),
     ("SSL_read", "ssl_read"),
     ("SSL_write_ex", "ssl_write_ex"),
     ("SSL_read_ex", "ssl_read_ex"),
+    ("gnutls_record_send", "ssl_write"),
+    ("gnutls_record_recv", "ssl_read"),
+    ("PR_Write", "nspr_write"),
+    ("PR_Send", "nspr_write"),
+    ("PR_Read", "nspr_read"),
+    ("PR_Recv", "nspr_read"),
 ];
 const RETURN_PROGRAM: &str = "ssl_ret";
+/// Go's crypto/tls: write entry, read entry, and read's return sites.
+const GO_WRITE_PROGRAM: &str = "go_tls_write";
+const GO_READ_PROGRAM: &str = "go_tls_read";
+const GO_RETURN_PROGRAM: &str = "go_tls_read_ret";
+
+/// Every uprobe program, loaded at start.
+const PROGRAMS: [&str; 10] = [
+    "ssl_write",
+    "ssl_read",
+    "ssl_write_ex",
+    "ssl_read_ex",
+    "nspr_write",
+    "nspr_read",
+    RETURN_PROGRAM,
+    GO_WRITE_PROGRAM,
+    GO_READ_PROGRAM,
+    GO_RETURN_PROGRAM,
+];
+
+/// Names of the shared TLS libraries looked for in library directories.
+const LIBRARY_NAMES: [&str; 3] = ["libssl.so", "libgnutls.so", "libnspr4.so"];
 
 /// Directories searched at start for libssl files no process maps yet, so a
 /// client started a moment later is covered from its first request.
@@ -112,6 +143,10 @@ pub struct ProbedFile {
 #[derive(Debug, Default, Clone, serde::Serialize)]
 pub struct AttachStats {
     pub files_probed: Vec<ProbedFile>,
+    /// (major, minor, inode) of every probed file, as `/proc/<pid>/maps`
+    /// names it: tells whether a process maps a probed TLS library.
+    #[serde(skip)]
+    pub probed_ids: HashSet<(u32, u32, u64)>,
     pub files_checked: u64,
     pub attach_failures: u64,
     pub check_failures: u64,
@@ -121,6 +156,10 @@ pub fn library_name(library: TlsLibrary) -> &'static str {
     match library {
         TlsLibrary::OpenSsl => "openssl",
         TlsLibrary::BoringSsl => "boringssl",
+        TlsLibrary::GnuTls => "gnutls",
+        TlsLibrary::Nss => "nss",
+        TlsLibrary::GoTls => "go",
+        TlsLibrary::Cleartext => "none",
         TlsLibrary::Unknown => "unknown",
     }
 }
@@ -151,6 +190,8 @@ pub struct Attacher {
     /// The files checked, by what they are rather than where they were seen
     /// (see [`ContentKey`]).
     checked: HashSet<ContentKey>,
+    /// The files probed among them.
+    probed_content: HashSet<ContentKey>,
     /// Root directories (device, inode) whose library directories were
     /// scanned.
     roots: HashSet<(u64, u64)>,
@@ -167,11 +208,7 @@ impl Attacher {
         host_root: &Path,
         stats: Arc<Mutex<AttachStats>>,
     ) -> Result<Self, LoadError> {
-        for name in ENTRY_PROGRAMS
-            .iter()
-            .map(|(_, p)| *p)
-            .chain([RETURN_PROGRAM])
-        {
+        for name in PROGRAMS {
             let program: &mut UProbe = ebpf
                 .program_mut(name)
                 .ok_or_else(|| LoadError::MissingProgram {
@@ -191,6 +228,7 @@ impl Attacher {
             ebpf,
             seen: HashSet::new(),
             checked: HashSet::new(),
+            probed_content: HashSet::new(),
             roots: HashSet::new(),
             host_root: host_root.to_path_buf(),
             stats,
@@ -235,7 +273,9 @@ impl Attacher {
                 continue;
             };
             for entry in entries.flatten() {
-                if entry.file_name().to_string_lossy().starts_with("libssl.so") {
+                let name = entry.file_name();
+                let name = name.to_string_lossy();
+                if LIBRARY_NAMES.iter().any(|l| name.starts_with(l)) {
                     self.consider_path(&entry.path(), root);
                 }
             }
@@ -378,6 +418,11 @@ impl Attacher {
         // probe twice: the file is recognised by what it is.
         let content = opened.as_ref().ok().and_then(content_key);
         if content.is_some_and(|key| self.checked.contains(&key)) {
+            if content.is_some_and(|key| self.probed_content.contains(&key)) {
+                lock(&self.stats)
+                    .probed_ids
+                    .insert((id.major, id.minor, id.inode));
+            }
             return;
         }
         let started = std::time::Instant::now();
@@ -386,7 +431,7 @@ impl Attacher {
                 path: shown.to_owned(),
                 source,
             })
-            .and_then(|file| Ok((find_tls_symbols_in(&file, Path::new(shown))?, file)));
+            .and_then(|file| Ok((find_probes(&file, Path::new(shown))?, file)));
         debug!(
             path = shown,
             took_us = started.elapsed().as_micros() as u64,
@@ -399,12 +444,16 @@ impl Attacher {
                 drop(stats);
                 self.checked.extend(content);
             }
-            Ok((Some(symbols), file)) => {
+            Ok((Some(probes), file)) => {
                 drop(stats);
                 use std::os::fd::AsRawFd as _;
                 let by_fd = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
-                if self.attach(&by_fd, shown, &symbols, place) {
+                if self.attach(&by_fd, shown, &probes, place) {
                     self.checked.extend(content);
+                    self.probed_content.extend(content);
+                    lock(&self.stats)
+                        .probed_ids
+                        .insert((id.major, id.minor, id.inode));
                 } else {
                     // Nothing attached: let a later mapping try again.
                     self.seen.remove(&id);
@@ -425,21 +474,17 @@ impl Attacher {
         &mut self,
         host_path: &Path,
         shown: &str,
-        symbols: &TlsSymbols,
+        probes: &Probes,
         place: &'static str,
     ) -> bool {
-        let cookie = Some(symbols.library as u64);
         let mut attached = Vec::new();
         let mut failures = 0u64;
-        for (function, offset) in &symbols.functions {
-            let Some((_, entry)) = ENTRY_PROGRAMS.iter().find(|(f, _)| f == function) else {
-                continue;
-            };
+        for (function, points) in &probes.points {
             let mut ok = true;
-            for program in [*entry, RETURN_PROGRAM] {
+            for &(program, offset) in points {
                 let point = UProbeAttachPoint {
-                    location: UProbeAttachLocation::AbsoluteOffset(*offset),
-                    cookie,
+                    location: UProbeAttachLocation::AbsoluteOffset(offset),
+                    cookie: Some(probes.library as u64),
                 };
                 let t0 = std::time::Instant::now();
                 let result = match self.ebpf.program_mut(program).map(<&mut UProbe>::try_from) {
@@ -466,13 +511,18 @@ impl Attacher {
                 attached.push(*function);
             }
         }
-        let library = library_name(symbols.library);
+        let library = library_name(probes.library);
         let mut stats = lock(&self.stats);
         stats.attach_failures += failures;
         if attached.is_empty() {
             return false;
         }
-        info!(path = shown, library, functions = ?attached, "TLS library probed");
+        match &probes.go_version {
+            Some(go) => {
+                info!(path = shown, library, go, functions = ?attached, "TLS library probed")
+            }
+            None => info!(path = shown, library, functions = ?attached, "TLS library probed"),
+        }
         stats.files_probed.push(ProbedFile {
             path: shown.to_owned(),
             library,
@@ -480,6 +530,63 @@ impl Attacher {
             found_in: place,
         });
         true
+    }
+}
+
+/// Where to put probes in one file: per function, the (program, file
+/// offset) pairs.
+struct Probes {
+    library: TlsLibrary,
+    points: Vec<(&'static str, Vec<(&'static str, u64)>)>,
+    go_version: Option<String>,
+}
+
+/// The probes a file needs: a TLS library's functions from its symbol
+/// tables, or a Go program's crypto/tls. `None` for every other file.
+fn find_probes(file: &std::fs::File, path: &Path) -> Result<Option<Probes>, ElfError> {
+    if let Some(symbols) = find_tls_symbols_in(file, path)? {
+        let points = symbols
+            .functions
+            .iter()
+            .filter_map(|(function, offset)| {
+                let (_, entry) = ENTRY_PROGRAMS.iter().find(|(f, _)| f == function)?;
+                Some((
+                    *function,
+                    vec![(*entry, *offset), (RETURN_PROGRAM, *offset)],
+                ))
+            })
+            .collect();
+        return Ok(Some(Probes {
+            library: symbols.library,
+            points,
+            go_version: None,
+        }));
+    }
+    match inspect_go(file, path) {
+        Ok(GoProbe::Found(go)) => {
+            let mut read = vec![(GO_READ_PROGRAM, go.read_entry)];
+            read.extend(go.read_returns.iter().map(|&ret| (GO_RETURN_PROGRAM, ret)));
+            Ok(Some(Probes {
+                library: TlsLibrary::GoTls,
+                points: vec![
+                    (
+                        "crypto/tls.(*Conn).Write",
+                        vec![(GO_WRITE_PROGRAM, go.write_entry)],
+                    ),
+                    ("crypto/tls.(*Conn).Read", read),
+                ],
+                go_version: Some(go.go_version),
+            }))
+        }
+        Ok(GoProbe::Unsupported { go_version, reason }) => {
+            warn!(path = %path.display(), go_version, reason, "Go program's TLS cannot be probed");
+            Ok(None)
+        }
+        Ok(GoProbe::NotGo | GoProbe::NoTls) => Ok(None),
+        Err(err) => {
+            debug!(path = %path.display(), %err, "cannot inspect Go program");
+            Ok(None)
+        }
     }
 }
 

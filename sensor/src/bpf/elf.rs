@@ -1,7 +1,8 @@
-//! Finding TLS library functions in ELF files: a shared libssl, or an
-//! executable that links OpenSSL/BoringSSL statically and keeps the symbols
-//! (node, Bun-style single binaries). Offsets are file offsets, as uprobes
-//! want them.
+//! Finding TLS library functions in ELF files: a shared libssl, libgnutls
+//! or libnspr4, or an executable that links OpenSSL/BoringSSL statically
+//! and keeps the symbols (node, Bun-style single binaries, a static curl).
+//! Found by the symbol tables, never by the file's name. Offsets are file
+//! offsets, as uprobes want them.
 
 use std::{fs::File, path::Path};
 
@@ -10,6 +11,101 @@ use sensor_common::TlsLibrary;
 
 /// The OpenSSL API functions the sensor probes.
 pub const SSL_FUNCTIONS: [&str; 4] = ["SSL_write", "SSL_read", "SSL_write_ex", "SSL_read_ex"];
+/// GnuTLS's record layer calls.
+pub const GNUTLS_FUNCTIONS: [&str; 2] = ["gnutls_record_send", "gnutls_record_recv"];
+/// NSPR's I/O calls, through which NSS applications read and write an
+/// SSL socket.
+pub const NSPR_FUNCTIONS: [&str; 4] = ["PR_Write", "PR_Send", "PR_Read", "PR_Recv"];
+
+/// Every probed function name.
+fn wanted(name: &[u8]) -> Option<&'static str> {
+    SSL_FUNCTIONS
+        .iter()
+        .chain(&GNUTLS_FUNCTIONS)
+        .chain(&NSPR_FUNCTIONS)
+        .find(|f| f.as_bytes() == name)
+        .copied()
+}
+
+/// What a symbol scan found.
+#[derive(Default)]
+struct Scan {
+    found: Vec<(&'static str, u64)>,
+    /// BoringSSL's marker symbols are defined.
+    boring: bool,
+    /// `gnutls_record_send` is imported: the file is GnuTLS's OpenSSL
+    /// compatibility layer (libgnutls-openssl), whose `SSL_write` calls
+    /// into libgnutls, which is probed itself.
+    imports_gnutls: bool,
+}
+
+impl Scan {
+    fn note(&mut self, name: &[u8], defined: bool, offset: impl FnOnce() -> Option<u64>) {
+        if !defined {
+            if name == b"gnutls_record_send" {
+                self.imports_gnutls = true;
+            }
+            return;
+        }
+        if name.starts_with(b"BORINGSSL_") {
+            self.boring = true;
+        }
+        let Some(wanted) = wanted(name) else {
+            return;
+        };
+        if !self.found.iter().any(|(f, _)| *f == wanted)
+            && let Some(offset) = offset()
+        {
+            self.found.push((wanted, offset));
+        }
+    }
+
+    fn has(&self, name: &str) -> bool {
+        self.found.iter().any(|(f, _)| *f == name)
+    }
+
+    /// The library the functions found make up, and only its functions:
+    /// a write and a read call are both needed to make sense of a
+    /// connection.
+    fn library(&self) -> Option<TlsLibrary> {
+        if (self.has("SSL_write") || self.has("SSL_write_ex"))
+            && (self.has("SSL_read") || self.has("SSL_read_ex"))
+        {
+            if self.imports_gnutls {
+                return None;
+            }
+            return Some(if self.boring {
+                TlsLibrary::BoringSsl
+            } else {
+                TlsLibrary::OpenSsl
+            });
+        }
+        if self.has("gnutls_record_send") && self.has("gnutls_record_recv") {
+            return Some(TlsLibrary::GnuTls);
+        }
+        if (self.has("PR_Write") || self.has("PR_Send"))
+            && (self.has("PR_Read") || self.has("PR_Recv"))
+        {
+            return Some(TlsLibrary::Nss);
+        }
+        None
+    }
+
+    /// Enough found to stop looking.
+    fn complete(&self) -> bool {
+        self.library().is_some()
+    }
+}
+
+/// The functions a library's probes go on.
+fn functions_of(library: TlsLibrary) -> &'static [&'static str] {
+    match library {
+        TlsLibrary::OpenSsl | TlsLibrary::BoringSsl => &SSL_FUNCTIONS,
+        TlsLibrary::GnuTls => &GNUTLS_FUNCTIONS,
+        TlsLibrary::Nss => &NSPR_FUNCTIONS,
+        TlsLibrary::GoTls | TlsLibrary::Cleartext | TlsLibrary::Unknown => &[],
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ElfError {
@@ -52,37 +148,28 @@ pub fn find_tls_symbols_in(file: &File, path: &Path) -> Result<Option<TlsSymbols
         path: shown(),
         source,
     })?;
-    let mut found: Vec<(&'static str, u64)> = Vec::new();
-    let mut boring = false;
+    let mut scan = Scan::default();
     // Exported symbols first: small, and enough for shared libraries and
     // for executables that export the API (node). The full symbol table of
     // a large executable is read only when the exports lack it: an exec'd
     // client must be armed before its first request.
-    if !scan_dynsym_fast(&elf, &mut found, &mut boring) {
+    if !scan_dynsym_fast(&elf, &mut scan) {
         for symbol in elf.dynamic_symbols() {
-            consider(&elf, &symbol, &mut found, &mut boring);
+            consider(&elf, &symbol, &mut scan);
         }
     }
-    if found.len() < 2 {
+    if !scan.complete() {
         for symbol in elf.symbols() {
-            consider(&elf, &symbol, &mut found, &mut boring);
+            consider(&elf, &symbol, &mut scan);
         }
     }
-    // Both SSL_write and SSL_read (or their _ex forms) are needed to make
-    // sense of a connection; a file with only one of them is not a TLS library.
-    let has = |name: &str| found.iter().any(|(f, _)| *f == name);
-    if !(has("SSL_write") || has("SSL_write_ex")) || !(has("SSL_read") || has("SSL_read_ex")) {
+    let Some(library) = scan.library() else {
         return Ok(None);
-    }
-    let library = if boring {
-        TlsLibrary::BoringSsl
-    } else {
-        TlsLibrary::OpenSsl
     };
-    Ok(Some(TlsSymbols {
-        library,
-        functions: found,
-    }))
+    let keep = functions_of(library);
+    let mut functions = scan.found;
+    functions.retain(|(f, _)| keep.contains(f));
+    Ok(Some(TlsSymbols { library, functions }))
 }
 
 /// Scans `.dynsym` of a 64-bit little-endian ELF as raw `Elf64_Sym`
@@ -92,8 +179,7 @@ pub fn find_tls_symbols_in(file: &File, path: &Path) -> Result<Option<TlsSymbols
 /// before its first request. Returns false when the layout does not apply.
 fn scan_dynsym_fast<'data, R: object::ReadRef<'data>>(
     elf: &object::File<'data, R>,
-    found: &mut Vec<(&'static str, u64)>,
-    boring: &mut bool,
+    scan: &mut Scan,
 ) -> bool {
     use object::ObjectSection as _;
     const SYM_SIZE: usize = 24;
@@ -114,57 +200,36 @@ fn scan_dynsym_fast<'data, R: object::ReadRef<'data>>(
         let name_off = u32::from_le_bytes(word(0..4).try_into().unwrap_or_default()) as usize;
         let shndx = u16::from_le_bytes(word(6..8).try_into().unwrap_or_default());
         let value = u64::from_le_bytes(word(8..16).try_into().unwrap_or_default());
-        if shndx == 0 || value == 0 {
-            continue; // undefined (imported) or absolute zero
-        }
         let Some(rest) = strings.get(name_off..) else {
             continue;
         };
         let name = &rest[..memchr::memchr(0, rest).unwrap_or(rest.len())];
-        if name.starts_with(b"BORINGSSL_") {
-            *boring = true;
-        }
-        if !name.starts_with(b"SSL_") {
-            continue;
-        }
-        let Some(wanted) = SSL_FUNCTIONS.iter().find(|f| f.as_bytes() == name) else {
-            continue;
-        };
-        if !found.iter().any(|(f, _)| f == wanted)
-            && let Some(offset) = file_offset(elf, value)
+        if !(name.starts_with(b"SSL_")
+            || name.starts_with(b"BORINGSSL_")
+            || name.starts_with(b"gnutls_record_")
+            || name.starts_with(b"PR_"))
         {
-            found.push((wanted, offset));
+            continue;
         }
+        // Undefined (imported) or absolute zero: not a definition.
+        let defined = shndx != 0 && value != 0;
+        scan.note(name, defined, || file_offset(elf, value));
     }
     true
 }
 
-/// Records `symbol` if it is one of [`SSL_FUNCTIONS`] (first definition
-/// wins), and notes BoringSSL's marker symbols.
+/// Records `symbol` if it is a probed function (first definition wins),
+/// and notes the marker symbols.
 fn consider<'data, R: object::ReadRef<'data>>(
     elf: &object::File<'data, R>,
     symbol: &object::Symbol<'data, '_, R>,
-    found: &mut Vec<(&'static str, u64)>,
-    boring: &mut bool,
+    scan: &mut Scan,
 ) {
-    if !symbol.is_definition() || symbol.address() == 0 {
-        return;
-    }
     let Ok(name) = symbol.name_bytes() else {
         return;
     };
-    if name.starts_with(b"BORINGSSL_") {
-        *boring = true;
-    }
-    let Some(wanted) = SSL_FUNCTIONS.iter().find(|f| f.as_bytes() == name) else {
-        return;
-    };
-    if found.iter().any(|(f, _)| f == wanted) {
-        return;
-    }
-    if let Some(offset) = file_offset(elf, symbol.address()) {
-        found.push((wanted, offset));
-    }
+    let defined = symbol.is_definition() && symbol.address() != 0;
+    scan.note(name, defined, || file_offset(elf, symbol.address()));
 }
 
 /// Virtual address to file offset, through the loadable segment holding it.
@@ -215,17 +280,38 @@ mod tests {
             let Ok(file) = File::open(path) else { continue };
             let cache = object::read::ReadCache::new(&file);
             let elf = object::File::parse(&cache).expect("parse");
-            let (mut fast, mut slow) = (Vec::new(), Vec::new());
-            let (mut b1, mut b2) = (false, false);
-            assert!(scan_dynsym_fast(&elf, &mut fast, &mut b1), "{path}");
+            let (mut fast, mut slow) = (Scan::default(), Scan::default());
+            assert!(scan_dynsym_fast(&elf, &mut fast), "{path}");
             for symbol in elf.dynamic_symbols() {
-                consider(&elf, &symbol, &mut slow, &mut b2);
+                consider(&elf, &symbol, &mut slow);
             }
-            fast.sort();
-            slow.sort();
-            assert_eq!(fast, slow, "{path}");
-            assert_eq!(b1, b2);
-            assert!(!fast.is_empty(), "{path}");
+            fast.found.sort();
+            slow.found.sort();
+            assert_eq!(fast.found, slow.found, "{path}");
+            assert_eq!(fast.boring, slow.boring);
+            assert_eq!(fast.imports_gnutls, slow.imports_gnutls);
+            assert!(!fast.found.is_empty(), "{path}");
+        }
+    }
+
+    /// GnuTLS and NSPR, and GnuTLS's OpenSSL compatibility layer (which
+    /// must not be probed as OpenSSL: it calls into libgnutls).
+    #[test]
+    fn finds_gnutls_and_nspr_and_skips_the_gnutls_openssl_shim() {
+        let dir = Path::new("/usr/lib/x86_64-linux-gnu");
+        let gnutls = find_tls_symbols(&dir.join("libgnutls.so.30"))
+            .expect("parse")
+            .expect("symbols");
+        assert_eq!(gnutls.library, TlsLibrary::GnuTls);
+        assert_eq!(gnutls.functions.len(), 2);
+        let nspr = find_tls_symbols(&dir.join("libnspr4.so"))
+            .expect("parse")
+            .expect("symbols");
+        assert_eq!(nspr.library, TlsLibrary::Nss);
+        assert_eq!(nspr.functions.len(), 4);
+        let shim = dir.join("libgnutls-openssl.so.27");
+        if shim.exists() {
+            assert_eq!(find_tls_symbols(&shim).expect("parse"), None);
         }
     }
 

@@ -3,6 +3,7 @@
 
 pub mod attach;
 pub mod elf;
+pub mod golang;
 
 use std::path::Path;
 
@@ -63,13 +64,21 @@ pub const TRACEPOINTS: &[(&str, &str, &str)] = &[
     ("sys_exit_connect", "syscalls", "sys_exit_connect"),
     ("sys_enter_close", "syscalls", "sys_enter_close"),
     ("sys_enter_write", "syscalls", "sys_enter_write"),
+    ("sys_exit_write", "syscalls", "sys_exit_write"),
     ("sys_enter_writev", "syscalls", "sys_enter_writev"),
+    ("sys_exit_writev", "syscalls", "sys_exit_writev"),
     ("sys_enter_sendto", "syscalls", "sys_enter_sendto"),
+    ("sys_exit_sendto", "syscalls", "sys_exit_sendto"),
     ("sys_enter_sendmsg", "syscalls", "sys_enter_sendmsg"),
+    ("sys_exit_sendmsg", "syscalls", "sys_exit_sendmsg"),
     ("sys_enter_read", "syscalls", "sys_enter_read"),
+    ("sys_exit_read", "syscalls", "sys_exit_read"),
     ("sys_enter_readv", "syscalls", "sys_enter_readv"),
+    ("sys_exit_readv", "syscalls", "sys_exit_readv"),
     ("sys_enter_recvfrom", "syscalls", "sys_enter_recvfrom"),
+    ("sys_exit_recvfrom", "syscalls", "sys_exit_recvfrom"),
     ("sys_enter_recvmsg", "syscalls", "sys_enter_recvmsg"),
+    ("sys_exit_recvmsg", "syscalls", "sys_exit_recvmsg"),
     ("sys_enter_mmap", "syscalls", "sys_enter_mmap"),
     ("sys_exit_chroot", "syscalls", "sys_exit_chroot"),
     ("sys_exit_pivot_root", "syscalls", "sys_exit_pivot_root"),
@@ -269,6 +278,10 @@ pub struct KernelCounters {
     pub tls_read_errors: u64,
     pub tls_bytes_truncated: u64,
     pub tls_orphan_returns: u64,
+    /// Cleartext socket calls whose bytes were copied.
+    pub cleartext_calls: u64,
+    /// Vectored socket calls with more buffers than the kernel copies.
+    pub iovec_truncated: u64,
 }
 
 pub fn read_counters(map: &PerCpuArray<MapData, u64>) -> KernelCounters {
@@ -282,6 +295,8 @@ pub fn read_counters(map: &PerCpuArray<MapData, u64>) -> KernelCounters {
         tls_read_errors: sum(counter::TLS_READ_ERRORS),
         tls_bytes_truncated: sum(counter::TLS_BYTES_TRUNCATED),
         tls_orphan_returns: sum(counter::TLS_ORPHAN_RETURNS),
+        cleartext_calls: sum(counter::CLEARTEXT_CALLS),
+        iovec_truncated: sum(counter::IOVEC_TRUNCATED),
     }
 }
 

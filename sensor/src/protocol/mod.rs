@@ -1,4 +1,8 @@
 //! Wire-protocol parsers for captured TLS plaintext.
 
+pub mod hpack;
+pub mod hpack_huffman;
 pub mod http1;
+pub mod http2;
 pub mod sse;
+pub mod tls_hello;

@@ -118,8 +118,18 @@ pub(crate) fn azure_deployment(target: &str) -> Option<&str> {
 /// Provider name in the style of OTel `gen_ai.provider.name`.
 pub fn provider_name(host: Option<&str>, shape: ApiShape) -> String {
     let host = host.map(normalise_host).unwrap_or_default();
-    let h = host.as_str();
-    let known = match h {
+    let known = known_provider(&host);
+    let fallback = match shape {
+        ApiShape::AnthropicMessages => "anthropic-compatible",
+        _ => "openai-compatible",
+    };
+    known.unwrap_or(fallback).to_owned()
+}
+
+/// The model provider serving a host name (lower case, no port), if it is
+/// one of the public model APIs.
+pub fn known_provider(h: &str) -> Option<&'static str> {
+    match h {
         "api.openai.com" => Some("openai"),
         "api.anthropic.com" => Some("anthropic"),
         "api.mistral.ai" => Some("mistral_ai"),
@@ -137,13 +147,12 @@ pub fn provider_name(host: Option<&str>, shape: ApiShape) -> String {
         _ if h.starts_with("bedrock-runtime") && h.ends_with(".amazonaws.com") => {
             Some("aws.bedrock")
         }
+        "aiplatform.googleapis.com" => Some("gcp.vertex_ai"),
+        _ if h.ends_with("-aiplatform.googleapis.com") => Some("gcp.vertex_ai"),
+        "api.cohere.com" | "api.cohere.ai" => Some("cohere"),
+        "api.perplexity.ai" => Some("perplexity"),
         _ => None,
-    };
-    let fallback = match shape {
-        ApiShape::AnthropicMessages => "anthropic-compatible",
-        _ => "openai-compatible",
-    };
-    known.unwrap_or(fallback).to_owned()
+    }
 }
 
 /// Lower-case a Host value and strip its port and any trailing dot.

@@ -64,6 +64,7 @@ pub fn encode(event: &Value) -> Value {
         Some("process_exec") => process_activity(&mut native, Launch::Exec),
         Some("process_exit") => process_activity(&mut native, Launch::Exit),
         Some("credential_shared") => credential_shared(&mut native),
+        Some("blind_spot") => blind_spot(&mut native),
         Some("sensor_health") => sensor_lifecycle(&mut native, false),
         Some("sensor_checkpoint") => sensor_lifecycle(&mut native, true),
         _ => None,
@@ -563,6 +564,50 @@ fn credential_shared(n: &mut Native) -> Option<Obj> {
         }
     }
 
+    common(&mut out, n);
+    Some(finish(out, std::mem::take(n), cx))
+}
+
+// ---------------------------------------------------------------------
+// blind_spot: Detection Finding
+
+fn blind_spot(n: &mut Native) -> Option<Obj> {
+    let mut cx = Ctx::default();
+    let mut out = Obj::new();
+    classify(&mut out, &DETECTION_FINDING, 1, "Create");
+    severity(&mut out, 3);
+    status(&mut out, 1, "New");
+    out.insert("is_alert".into(), json!(true));
+    out.insert("confidence_id".into(), json!(3));
+    out.insert("confidence".into(), json!("High"));
+    let reason = n
+        .peek_str("blind_spot.reason")
+        .unwrap_or("unknown")
+        .to_owned();
+    out.insert(
+        "finding_info".into(),
+        json!({
+            "uid": format!("blind_spot:{}", n.peek_str("event.id")?),
+            "title": "Model API connection not visible to the sensor",
+            "types": ["blind_spot", reason],
+            "analytic": {
+                "type_id": 1,
+                "type": "Rule",
+                "name": "blind_spot",
+                "uid": "sensor.blind_spot",
+            },
+        }),
+    );
+    let mut evidence = Obj::new();
+    if let Some(dst) = dst_endpoint(n) {
+        evidence.insert("dst_endpoint".into(), Value::Object(dst));
+    }
+    if let Some(process) = process(n, &mut cx, true) {
+        evidence.insert("process".into(), Value::Object(process));
+    }
+    if !evidence.is_empty() {
+        out.insert("evidences".into(), json!([Value::Object(evidence)]));
+    }
     common(&mut out, n);
     Some(finish(out, std::mem::take(n), cx))
 }

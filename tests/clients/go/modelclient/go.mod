@@ -1,0 +1,3 @@
+module sensor-tests/modelclient
+
+go 1.19
