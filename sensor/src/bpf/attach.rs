@@ -100,7 +100,16 @@ const IMAGE_LAYER_DIRS: [(&str, &str); 3] = [
 
 /// Program directories scanned at start for executables with a TLS library
 /// linked in.
-const EXECUTABLE_DIRS: [&str; 5] = ["usr/bin", "usr/local/bin", "bin", "usr/sbin", "opt/bin"];
+const EXECUTABLE_DIRS: [&str; 7] = [
+    "usr/bin",
+    "usr/local/bin",
+    "bin",
+    "usr/sbin",
+    "opt/bin",
+    // Where container images commonly put their program (a Go binary).
+    "app",
+    "ko-app",
+];
 /// Smaller executables do not carry OpenSSL or BoringSSL linked in.
 const MIN_STATIC_TLS_EXECUTABLE: u64 = 2 << 20;
 
@@ -239,8 +248,9 @@ impl Attacher {
     /// container image layers, then every running process's mappings.
     pub fn scan_system(&mut self) {
         self.scan_root(Path::new("/"));
+        let host_root = self.host_root.clone();
+        self.scan_root(&host_root);
         self.scan_image_layers();
-        self.scan_executables();
         let Ok(entries) = std::fs::read_dir("/proc") else {
             return;
         };
@@ -255,9 +265,10 @@ impl Attacher {
         }
     }
 
-    /// Probes the libssl files in the usual library directories under
-    /// `root` (`/`, or a container's root through `/proc/<pid>/root`), once
-    /// per root, before any process maps them: attaching takes milliseconds
+    /// Probes the TLS libraries in the usual library directories under
+    /// `root` (`/`, an image layer, or a container's root through
+    /// `/proc/<pid>/root`), and the big executables in its program
+    /// directories, once per root, before any process maps them: attaching takes milliseconds
     /// (the first uprobe on a file waits for an RCU grace period), which a
     /// client started a moment later would otherwise win.
     fn scan_root(&mut self, root: &Path) {
@@ -280,6 +291,7 @@ impl Attacher {
                 }
             }
         }
+        self.scan_executables(root);
     }
 
     /// Checks a file found on disk (not through a mapping).
@@ -307,24 +319,24 @@ impl Attacher {
         self.consider(id, &[path.to_path_buf()], &shown, place);
     }
 
-    /// Start-up scan of the executables in the usual program directories
-    /// that are big enough to carry a TLS library linked in (node, Bun-style
-    /// single binaries, a static curl): those exporting the OpenSSL API are
-    /// probed before their first run, which would otherwise race the attach.
-    fn scan_executables(&mut self) {
+    /// The executables under `root`'s program directories that are big
+    /// enough to carry a TLS library linked in (node, Bun-style single
+    /// binaries, a static curl, Go programs): those with probes to place
+    /// are probed before their first run, which would otherwise race the
+    /// attach.
+    fn scan_executables(&mut self, root: &Path) {
         use std::os::unix::fs::PermissionsExt as _;
         for dir in EXECUTABLE_DIRS {
-            let Ok(entries) = std::fs::read_dir(self.host_root.join(dir)) else {
+            let Ok(entries) = std::fs::read_dir(root.join(dir)) else {
                 continue;
             };
-            let root = self.host_root.clone();
             for entry in entries.flatten() {
                 let Ok(meta) = entry.metadata() else { continue };
                 if meta.is_file()
                     && meta.permissions().mode() & 0o111 != 0
                     && meta.len() >= MIN_STATIC_TLS_EXECUTABLE
                 {
-                    self.consider_path(&entry.path(), &root);
+                    self.consider_path(&entry.path(), root);
                 }
             }
         }
