@@ -424,16 +424,21 @@ fn io_classify(ctx: &TracePointContext, direction: Direction, shape: Shape) -> R
     };
     // SAFETY: pointer from a successful lookup.
     let (state, conn) = unsafe { ((*sock).state, (*sock).conn) };
+    // Settled sockets cost one lookup: TLS ones carry ciphertext, others
+    // are not HTTP, and nothing is read before the client has spoken.
+    let wanted = match direction {
+        Direction::Ingress => state == sock_state::HTTP,
+        Direction::Egress => state != sock_state::TLS && state != sock_state::OTHER,
+    };
+    if !wanted {
+        return Ok(());
+    }
     let (ptr, iovcnt, len) = first_buffer(ctx, shape)?;
     let mut hello = 0u8;
     match direction {
-        Direction::Ingress => {
-            if state != sock_state::HTTP {
-                return Ok(());
-            }
-        }
+        Direction::Ingress => {}
         Direction::Egress => {
-            if state == sock_state::TLS || state == sock_state::OTHER || len < 4 {
+            if len < 4 {
                 return Ok(());
             }
             let base = if iovcnt == 0 {

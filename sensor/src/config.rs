@@ -9,8 +9,9 @@ use serde::Deserialize;
 use crate::sink::config::SinkConfig;
 
 /// Event actions the sensor can emit.
-pub const ACTIONS: [&str; 8] = [
+pub const ACTIONS: [&str; 9] = [
     "model_call",
+    "tool_call",
     "blind_spot",
     "credential_shared",
     "connect",
@@ -76,6 +77,11 @@ pub struct Config {
     /// providers' hosts and every destination where the sensor saw a
     /// model call count already. Default: none.
     pub model_endpoints: Vec<String>,
+    /// Executables (a full path, or a file name) whose processes are
+    /// agents from their start, before any model call: their HTTP traffic
+    /// and that of everything they start is reported as `tool_call`s.
+    /// Default: none (a process becomes an agent at its first model call).
+    pub agent_executables: Vec<String>,
 }
 
 impl Default for Config {
@@ -98,6 +104,7 @@ impl Default for Config {
             spool_dir: PathBuf::from("/var/lib/sensor/spool"),
             metrics_address: None,
             model_endpoints: Vec::new(),
+            agent_executables: Vec::new(),
         }
     }
 }

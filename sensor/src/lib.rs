@@ -2,6 +2,7 @@
 //! their records, attributing them to processes, parsing TLS plaintext into
 //! HTTP exchanges, recognising model API calls, and emitting JSON events.
 
+pub mod agents;
 pub mod blind;
 pub mod bpf;
 pub mod caps;
@@ -22,3 +23,4 @@ pub mod provider;
 pub mod session;
 pub mod sharing;
 pub mod sink;
+pub mod timeline;

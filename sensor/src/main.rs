@@ -114,6 +114,21 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Prints one agent session's chain from output files, in order: who
+    /// started it, its model calls and the tools they asked for, the tool
+    /// and MCP calls that followed (each with the model call it answers),
+    /// connections, processes and their exits. Exit status 1 when the
+    /// session has no event in the files.
+    Timeline {
+        /// The `agent.session.id`.
+        #[arg(long)]
+        session: String,
+        /// The session's events as JSON lines instead of text.
+        #[arg(long)]
+        json: bool,
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
 }
 
 fn main() {
@@ -131,6 +146,17 @@ fn run() -> anyhow::Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log).context("--log")?)
         .init();
+    if let Some(Command::Timeline {
+        session,
+        json,
+        files,
+    }) = &cli.command
+    {
+        let (events, _bad) = sensor::timeline::collect(files, session)?;
+        let mut out = std::io::stdout().lock();
+        sensor::timeline::print(&mut out, session, &events, *json)?;
+        std::process::exit(if events.is_empty() { 1 } else { 0 });
+    }
     let mut config = Config::load(cli.config.as_deref())?;
     if let Some(Command::Verify {
         key_file,

@@ -10,7 +10,7 @@ use crate::{
     event::Event,
     identity::mask::mask_text,
     protocol::http1::Request,
-    provider::{self, ApiShape},
+    provider::{self, ApiShape, ModelCallInfo},
     session::Exchange,
 };
 
@@ -44,10 +44,67 @@ pub fn shape_of(request: &Request) -> Option<ApiShape> {
     provider::recognise(&request.method, &request.target)
 }
 
-/// Builds the `model_call` event of `ex`.
+/// Builds the `model_call` event of `ex`; also returns what the provider
+/// fields say (the tool calls the model asked for).
 pub fn model_call_event(
     ex: &Exchange,
     shape: ApiShape,
+    conn: Option<&ConnInfo>,
+    fp: &Fingerprinter,
+) -> (Event, ModelCallInfo) {
+    let request = &ex.request;
+    let info = provider::extract(shape, &request.target, request, ex.response.as_ref());
+    let mut event = http_event("model_call", ex, conn, fp);
+    let host = request.headers.get_str("host").map(|h| split_host(h).0);
+    event
+        .set(
+            "gen_ai.provider.name",
+            provider::provider_name(host.as_deref(), shape),
+        )
+        .set("gen_ai.operation.name", shape.operation())
+        .set("gen_ai.request.model", info.request_model.clone())
+        .set("gen_ai.request.max_tokens", info.request_max_tokens)
+        .set("gen_ai.request.temperature", info.request_temperature)
+        .set("gen_ai.request.stream", info.streamed)
+        .set("gen_ai.response.model", info.response_model.clone())
+        .set("gen_ai.response.id", info.response_id.clone())
+        .set("gen_ai.usage.input_tokens", info.input_tokens)
+        .set("gen_ai.usage.output_tokens", info.output_tokens);
+    if !info.finish_reasons.is_empty() {
+        event.set(
+            "gen_ai.response.finish_reasons",
+            info.finish_reasons.clone(),
+        );
+    }
+    if !info.request_tools.is_empty() {
+        event.set("gen_ai.request.tools", info.request_tools.clone());
+    }
+    if !info.response_tool_calls.is_empty() {
+        let calls: Vec<serde_json::Value> = info
+            .response_tool_calls
+            .iter()
+            .map(|c| {
+                serde_json::json!({
+                    "id": c.id,
+                    "name": c.name,
+                    "argument_keys": c.argument_keys,
+                })
+            })
+            .collect();
+        event.set("gen_ai.response.tool_calls", calls);
+    }
+    if info.request_parse_error || info.response_parse_error {
+        event.set("gen_ai.parse_error", true);
+    }
+    (event, info)
+}
+
+/// The fields every HTTP exchange's event carries: destination, TLS,
+/// request and response sizes and status, timing, trace context, and the
+/// credential's fingerprint.
+pub fn http_event(
+    action: &'static str,
+    ex: &Exchange,
     conn: Option<&ConnInfo>,
     fp: &Fingerprinter,
 ) -> Event {
@@ -55,9 +112,8 @@ pub fn model_call_event(
     let host_header = request.headers.get_str("host");
     let (host, host_port) = host_header.map(split_host).unzip();
     let host_port = host_port.flatten();
-    let info = provider::extract(shape, &request.target, request, ex.response.as_ref());
 
-    let mut event = Event::new("model_call");
+    let mut event = Event::new(action);
     let remote = conn.map(|c| c.remote);
     let cleartext = ex.library == TlsLibrary::Cleartext;
     let server_address = host.clone().or_else(|| remote.map(|r| r.ip().to_string()));
@@ -110,22 +166,12 @@ pub fn model_call_event(
     if let Some(ua) = request.headers.get_str("user-agent") {
         event.set("user_agent.original", mask_text(ua));
     }
-    event
-        .set(
-            "gen_ai.provider.name",
-            provider::provider_name(host.as_deref(), shape),
-        )
-        .set("gen_ai.operation.name", shape.operation())
-        .set("gen_ai.request.model", info.request_model)
-        .set("gen_ai.request.max_tokens", info.request_max_tokens)
-        .set("gen_ai.request.temperature", info.request_temperature)
-        .set("gen_ai.request.stream", info.streamed)
-        .set("gen_ai.response.model", info.response_model)
-        .set("gen_ai.response.id", info.response_id)
-        .set("gen_ai.usage.input_tokens", info.input_tokens)
-        .set("gen_ai.usage.output_tokens", info.output_tokens);
-    if !info.finish_reasons.is_empty() {
-        event.set("gen_ai.response.finish_reasons", info.finish_reasons);
+    if let Some((trace, span)) = request
+        .headers
+        .get_str("traceparent")
+        .and_then(parse_traceparent)
+    {
+        event.set("trace.id", trace).set("span.id", span);
     }
     match &ex.response {
         Some(response) => {
@@ -155,9 +201,6 @@ pub fn model_call_event(
                 .set("http.response.missing", true);
         }
     }
-    if info.request_parse_error || info.response_parse_error {
-        event.set("gen_ai.parse_error", true);
-    }
     if let Some(cred) = credential::detect(&request.headers, fp) {
         event
             .set("credential.kind", cred.kind)
@@ -167,9 +210,50 @@ pub fn model_call_event(
     event
 }
 
+/// W3C trace context (`traceparent: 00-<trace id>-<parent id>-<flags>`):
+/// the trace id and the caller's span id, when well formed and not zero.
+pub fn parse_traceparent(value: &str) -> Option<(String, String)> {
+    let mut parts = value.trim().split('-');
+    let (version, trace, span, flags) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let hex = |s: &str, n: usize| {
+        s.len() == n
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    let ok = hex(version, 2)
+        && version != "ff"
+        && hex(trace, 32)
+        && hex(span, 16)
+        && hex(flags, 2)
+        && trace.bytes().any(|b| b != b'0')
+        && span.bytes().any(|b| b != b'0');
+    ok.then(|| (trace.to_owned(), span.to_owned()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn traceparent() {
+        assert_eq!(
+            parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+            Some((
+                "4bf92f3577b34da6a3ce929d0e0e4736".into(),
+                "00f067aa0ba902b7".into()
+            ))
+        );
+        assert_eq!(
+            parse_traceparent("00-00000000000000000000000000000000-00f067aa0ba902b7-01"),
+            None
+        );
+        assert_eq!(
+            parse_traceparent("00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01"),
+            None
+        );
+        assert_eq!(parse_traceparent("garbage"), None);
+    }
 
     #[test]
     fn hosts_and_paths() {

@@ -12,6 +12,7 @@ use serde_json::json;
 use tracing::{debug, warn};
 
 use crate::{
+    agents::{AgentMark, Agents},
     blind::{BlindSpot, BlindSpots, Reason, Watched},
     bpf::{KernelCounters, KernelTables, attach::AttachStats},
     config::Config,
@@ -19,12 +20,14 @@ use crate::{
     credential::Fingerprinter,
     decode::{self, Record, Task},
     event::{Clock, Event, rfc3339},
+    identity::mask::mask_text,
     identity::{
         ProcIdentity, Resolver,
         process::{ExecInfo, ProcessTable},
     },
     model,
-    protocol::tls_hello,
+    protocol::{mcp, tls_hello},
+    provider,
     session::{Exchange, Sessions},
     sharing::{Actor, ShareTracker},
     sink::Outputs,
@@ -72,6 +75,12 @@ pub struct Pipeline {
     blind: BlindSpots,
     /// The attacher's results: which files carry probes (None in tests).
     attach: Option<Arc<Mutex<AttachStats>>>,
+    /// Agent processes, their sessions and the tool calls they were asked
+    /// to make.
+    agents: Agents,
+    /// MCP servers by (agent session, Host): name and version from their
+    /// `initialize` answer.
+    mcp_servers: std::collections::HashMap<(String, String), (String, Option<String>)>,
 }
 
 impl Pipeline {
@@ -85,6 +94,7 @@ impl Pipeline {
         let identity = Resolver::new(config.identity());
         let sharing = ShareTracker::new(config.credential_share_window_secs);
         let blind = BlindSpots::new(&config.model_endpoints);
+        let agents = Agents::new(&config.agent_executables, &host_name);
         Self {
             config,
             host_name,
@@ -103,6 +113,8 @@ impl Pipeline {
             kernel: None,
             blind,
             attach: None,
+            agents,
+            mcp_servers: std::collections::HashMap::new(),
         }
     }
 
@@ -197,6 +209,7 @@ impl Pipeline {
                 let exchanges = self.sessions.on_exit(task.pid, task.ts_ns);
                 self.on_exchanges(exchanges);
                 self.procs.on_exec(&task, &exec);
+                self.agents.on_exec(task.pid, &filename, task.ts_ns);
                 self.request_scan(task.pid);
                 // Identity is read now, while the new image runs: a
                 // short-lived process may be gone by its first event.
@@ -211,7 +224,10 @@ impl Pipeline {
                     self.emit_at(event, task.ts_ns);
                 }
             }
-            Record::Fork { task, child_pid } => self.procs.on_fork(task.pid, child_pid),
+            Record::Fork { task, child_pid } => {
+                self.procs.on_fork(task.pid, child_pid);
+                self.agents.on_fork(task.pid, child_pid);
+            }
             Record::Exit { task } => {
                 for spot in self.blind.exited(task.pid) {
                     self.emit_blind_spot(spot);
@@ -230,6 +246,7 @@ impl Pipeline {
                     self.emit_at(event, task.ts_ns);
                 }
                 self.procs.on_exit(task.pid);
+                self.agents.on_exit(task.pid);
                 let fds = self.conns.on_exit(task.pid);
                 if let Some(kernel) = self.kernel.as_mut() {
                     kernel.forget_process(task.pid, &fds, &tls_conns);
@@ -409,42 +426,199 @@ impl Pipeline {
     fn on_exchanges(&mut self, exchanges: Vec<Exchange>) {
         for ex in exchanges {
             self.counters.http_exchanges += 1;
-            let Some(shape) = model::shape_of(&ex.request) else {
-                continue;
-            };
-            self.counters.model_calls += 1;
-            if !self.config.emits("model_call") {
-                continue;
+            match model::shape_of(&ex.request) {
+                Some(shape) => self.on_model_call(&ex, shape),
+                None => self.on_tool_call(&ex),
             }
-            let conn = ex.fd.and_then(|fd| self.conns.get(ex.pid, fd)).cloned();
-            // Where model calls go is a model endpoint: an unprobed client
-            // connecting there later is a blind spot.
-            self.blind.learn(
-                conn.as_ref().map(|c| c.remote),
-                ex.request
-                    .headers
-                    .get_str("host")
-                    .map(|h| model::split_host(h).0)
-                    .as_deref(),
+        }
+    }
+
+    fn task_of(ex: &Exchange) -> Task {
+        Task {
+            ts_ns: ex.request.first_ts,
+            pid: ex.pid,
+            tid: ex.tid,
+            cgroup_id: 0,
+            uid: 0,
+            gid: 0,
+        }
+    }
+
+    /// Marks `pid` as an agent (and what already runs under it) when a
+    /// model call makes it one.
+    fn mark_agent(&mut self, pid: u32) {
+        let start = self
+            .procs
+            .get_or_resolve(pid)
+            .and_then(|p| p.start_boot_ns)
+            .unwrap_or(0);
+        if self.agents.on_model_call(pid, start) {
+            let descendants = self.procs.descendants(pid);
+            self.agents.inherit(pid, &descendants);
+            for p in std::iter::once(pid).chain(descendants) {
+                self.procs.forget_actor(p);
+            }
+        }
+    }
+
+    fn on_model_call(&mut self, ex: &Exchange, shape: provider::ApiShape) {
+        self.counters.model_calls += 1;
+        self.mark_agent(ex.pid);
+        let conn = ex.fd.and_then(|fd| self.conns.get(ex.pid, fd)).cloned();
+        // Where model calls go is a model endpoint: an unprobed client
+        // connecting there later is a blind spot.
+        self.blind.learn(
+            conn.as_ref().map(|c| c.remote),
+            ex.request
+                .headers
+                .get_str("host")
+                .map(|h| model::split_host(h).0)
+                .as_deref(),
+        );
+        if !self.config.emits("model_call") {
+            return;
+        }
+        let (mut event, info) =
+            model::model_call_event(ex, shape, conn.as_ref(), &self.fingerprinter);
+        self.with_process(&mut event, &Self::task_of(ex));
+        let shared = self.observe_credential(&mut event, ex.pid, ex.request.first_ts);
+        let session = self.agents.get(ex.pid).map(|m| m.session_id.clone());
+        let id = self.emit_at(event, ex.request.first_ts);
+        if let Some(session) = session {
+            self.agents.model_call(
+                &session,
+                &id,
+                &info.response_tool_calls,
+                ex.request.first_ts,
             );
-            let mut event = model::model_call_event(&ex, shape, conn.as_ref(), &self.fingerprinter);
-            let task = Task {
-                ts_ns: ex.request.first_ts,
-                pid: ex.pid,
-                tid: ex.tid,
-                cgroup_id: 0,
-                uid: 0,
-                gid: 0,
-            };
-            self.with_process(&mut event, &task);
-            let shared = self.observe_credential(&mut event, ex.pid, ex.request.first_ts);
-            let id = self.emit_at(event, ex.request.first_ts);
-            if let Some((fingerprint, actor_key, report)) = shared {
-                self.sharing.note_event(&fingerprint, &actor_key, id);
-                if let Some(report) = report {
-                    self.credential_shared(report, ex.request.first_ts);
-                }
+        }
+        if let Some((fingerprint, actor_key, report)) = shared {
+            self.sharing.note_event(&fingerprint, &actor_key, id);
+            if let Some(report) = report {
+                self.credential_shared(report, ex.request.first_ts);
             }
+        }
+    }
+
+    /// An HTTP exchange that is not a model call: a `tool_call` when an
+    /// agent's tree made it (MCP or any other API), else only counted.
+    fn on_tool_call(&mut self, ex: &Exchange) {
+        let Some(mark) = self.agents.get(ex.pid).cloned() else {
+            self.agents.stats.non_agent_requests += 1;
+            return;
+        };
+        let mcp = mcp::parse_requests(&ex.request.body).and_then(|reqs| reqs.into_iter().next());
+        if mcp
+            .as_ref()
+            .is_some_and(|m| m.method.starts_with("notifications/"))
+        {
+            // Protocol chatter, not an action.
+            return;
+        }
+        if !self.config.emits("tool_call") {
+            return;
+        }
+        let conn = ex.fd.and_then(|fd| self.conns.get(ex.pid, fd)).cloned();
+        let mut event = model::http_event("tool_call", ex, conn.as_ref(), &self.fingerprinter);
+        let tool = mcp.as_ref().and_then(|m| m.tool_name.clone());
+        // An HTTP request carries out a tool call; of MCP, only tools/call
+        // (not the transport's own GET and DELETE to a known MCP server).
+        let host = ex.request.headers.get_str("host").unwrap_or_default();
+        let known_mcp = self
+            .mcp_servers
+            .contains_key(&(mark.session_id.clone(), host.to_owned()));
+        let consumes = match &mcp {
+            Some(m) => m.method == "tools/call",
+            None => !known_mcp,
+        };
+        let cause = self.agents.cause(
+            &mark.session_id,
+            tool.as_deref(),
+            consumes,
+            ex.request.first_ts,
+        );
+        event
+            .set("causation.parent_event_id", cause.parent_event_id)
+            .set("causation.match", cause.matched)
+            .set("gen_ai.tool.call.id", cause.tool_call_id)
+            .set("gen_ai.tool.name", cause.tool_name);
+        if let Some(m) = &mcp {
+            self.mcp_fields(&mut event, ex, m, &mark.session_id);
+        }
+        self.with_process(&mut event, &Self::task_of(ex));
+        self.emit_at(event, ex.request.first_ts);
+    }
+
+    fn mcp_fields(&mut self, event: &mut Event, ex: &Exchange, m: &mcp::McpRequest, session: &str) {
+        let session_header = ex
+            .request
+            .headers
+            .get_str("mcp-session-id")
+            .or_else(|| {
+                ex.response
+                    .as_ref()
+                    .and_then(|r| r.headers.get_str("mcp-session-id"))
+            })
+            .map(|s| s.chars().take(128).collect::<String>());
+        let server_key = (
+            session.to_owned(),
+            ex.request
+                .headers
+                .get_str("host")
+                .unwrap_or_default()
+                .to_owned(),
+        );
+        event
+            .set("mcp.method.name", m.method.clone())
+            .set("jsonrpc.request.id", m.id.clone())
+            .set("mcp.session.id", session_header)
+            .set("network.protocol.name", "http");
+        if !m.argument_keys.is_empty() {
+            event.set("mcp.tool.argument_keys", m.argument_keys.clone());
+        }
+        if let Some(args) = &m.arguments_json {
+            event.set(
+                "mcp.tool.arguments.hash",
+                self.fingerprinter.fingerprint(args.as_bytes()),
+            );
+        }
+        if let Some(v) = &m.protocol_version {
+            event.set("mcp.protocol.version", v.clone());
+        }
+        let answer = ex
+            .response
+            .as_ref()
+            .and_then(|r| mcp::parse_response(r, m.id.as_deref()));
+        if let Some(answer) = &answer {
+            if let (Some(name), true) = (&answer.server_name, m.method == "initialize") {
+                if self.mcp_servers.len() >= 4096 {
+                    self.mcp_servers.clear();
+                }
+                self.mcp_servers.insert(
+                    server_key.clone(),
+                    (name.clone(), answer.server_version.clone()),
+                );
+            }
+            if let Some(v) = &answer.protocol_version {
+                event.set("mcp.protocol.version", v.clone());
+            }
+            event.set("mcp.tool.result.is_error", answer.tool_is_error);
+            if !answer.tools.is_empty() {
+                event.set("mcp.tools", answer.tools.clone());
+            }
+            if let Some((code, message)) = &answer.error {
+                event
+                    .set("error.code", code.to_string())
+                    .set("error.message", mask_text(message))
+                    .set("event.outcome", "failure");
+            } else if answer.tool_is_error == Some(true) {
+                event.set("event.outcome", "failure");
+            }
+        }
+        if let Some((name, version)) = self.mcp_servers.get(&server_key) {
+            event
+                .set("mcp.server.name", name.clone())
+                .set("mcp.server.version", version.clone());
         }
     }
 
@@ -561,6 +735,9 @@ impl Pipeline {
                 "process.parent_pid",
             ]);
             event.set_identity(&identity, self.identity.node_name());
+            if let Some(mark) = self.agents.get(task.pid) {
+                set_agent(event, mark);
+            }
             return;
         };
         if let Some(actor) = &info.actor {
@@ -569,6 +746,9 @@ impl Pipeline {
         }
         let mut fields = Event::default();
         fields.set_process(info);
+        if let Some(mark) = self.agents.get(task.pid) {
+            set_agent(&mut fields, mark);
+        }
         if let Some(start) = info.start_boot_ns {
             fields
                 .set("process.start", rfc3339(self.clock.wall_ns(start)))
@@ -818,10 +998,22 @@ impl Pipeline {
             .set(
                 "sensor.blind_spots",
                 serde_json::to_value(self.blind.stats).unwrap_or_default(),
+            )
+            .set(
+                "sensor.agents",
+                serde_json::to_value(self.agents.stats).unwrap_or_default(),
             );
         self.emit(event);
         self.flush();
     }
+}
+
+/// The agent fields of a process in an agent's tree.
+fn set_agent(event: &mut Event, mark: &AgentMark) {
+    event
+        .set("agent.session.id", mark.session_id.clone())
+        .set("agent.root.pid", mark.root_pid)
+        .set("agent.marked_by", mark.marked_by.as_str());
 }
 
 /// A random id for this sensor run, so event ids are unique across restarts.

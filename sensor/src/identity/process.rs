@@ -204,6 +204,45 @@ impl ProcessTable {
         }
     }
 
+    /// Drops the process's cached event fields (something they show
+    /// changed, like its agent mark).
+    pub fn forget_actor(&mut self, pid: u32) {
+        if let Some(info) = self.live.get_mut(&pid) {
+            info.actor = None;
+        }
+    }
+
+    /// The processes running under `pid` (children, grandchildren, ...),
+    /// from the parent links of the table, forks not yet exec'd included.
+    pub fn descendants(&self, pid: u32) -> Vec<u32> {
+        let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
+        for info in self.live.values() {
+            if let Some(ppid) = info.ppid
+                && ppid != info.pid
+            {
+                children.entry(ppid).or_default().push(info.pid);
+            }
+        }
+        for (child, parent) in &self.forks {
+            if !self.live.contains_key(child) {
+                children.entry(*parent).or_default().push(*child);
+            }
+        }
+        let mut out = Vec::new();
+        let mut queue = vec![pid];
+        while let Some(p) = queue.pop() {
+            if let Some(kids) = children.get(&p) {
+                for kid in kids {
+                    if *kid != pid && !out.contains(kid) && out.len() < 4096 {
+                        out.push(*kid);
+                        queue.push(*kid);
+                    }
+                }
+            }
+        }
+        out
+    }
+
     pub fn set_actor(&mut self, pid: u32, actor: Arc<crate::event::Fields>) {
         if let Some(info) = self.live.get_mut(&pid) {
             info.actor = Some(actor);

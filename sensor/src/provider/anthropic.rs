@@ -2,13 +2,19 @@
 
 use serde_json::Value;
 
-use super::ModelCallInfo;
-use super::json::{self, u64_at};
+use super::json::{self, StreamItem, u64_at};
+use super::tools::{self, Assembler, Slot};
+use super::{ModelCallInfo, ToolCall};
 use crate::protocol::http1::Response;
 
 pub(super) fn response(resp: &Response, info: &mut ModelCallInfo) {
     if resp.is_event_stream {
-        for (ev, v) in json::sse_payloads(resp, info) {
+        let mut calls = Assembler::new(json::is_whole(resp));
+        for item in json::sse_items(resp, info) {
+            let StreamItem::Payload(ev, v) = item else {
+                calls.lost();
+                continue;
+            };
             // The payload's `type` is authoritative; the SSE event name repeats it.
             let ty = v.get("type").and_then(Value::as_str);
             match ty.or(ev.event.as_deref()).unwrap_or_default() {
@@ -23,12 +29,23 @@ pub(super) fn response(resp: &Response, info: &mut ModelCallInfo) {
                     }
                     push_stop_reason(v.get("delta"), info);
                 }
+                "content_block_start" => block_start(&v, &mut calls),
+                "content_block_delta" => block_delta(&v, &mut calls),
+                "content_block_stop" => {
+                    let slot = block_slot(&v);
+                    calls.finish(|s| s == slot);
+                }
                 _ => {}
             }
         }
+        info.response_tool_calls = calls.into_calls();
     } else if let Some(v) = json::response_json(resp, info) {
         message_object(&v, info);
         push_stop_reason(Some(&v), info);
+        info.response_tool_calls = content_calls(&v);
+    } else if let Some(v) = json::truncated_json(resp) {
+        // A cut `input` is marked by `close_truncated`: its keys are left out.
+        info.response_tool_calls = content_calls(&v);
     }
     if info.output_tokens.is_none() && resp.body_truncated {
         let usage = json::last_usage_object(&resp.body_tail)
@@ -73,5 +90,50 @@ fn push_stop_reason(holder: Option<&Value>, info: &mut ModelCallInfo) {
         .and_then(Value::as_str);
     if let Some(r) = reason {
         info.finish_reasons.push(r.to_owned());
+    }
+}
+
+/// The `tool_use` blocks of a message's `content`, with the keys of their
+/// `input` object.
+fn content_calls(m: &Value) -> Vec<ToolCall> {
+    let mut calls = Vec::new();
+    let content = m.get("content").and_then(Value::as_array);
+    for block in content.into_iter().flatten() {
+        if block.get("type").and_then(Value::as_str) == Some("tool_use") {
+            let keys = tools::keys_of(block.get("input"));
+            let (id, name) = (tools::name_at(block, "id"), tools::name_at(block, "name"));
+            tools::push_call(&mut calls, id, name, keys);
+        }
+    }
+    calls
+}
+
+fn block_slot(v: &Value) -> Slot {
+    (0, u64_at(v, "index").unwrap_or(u64::MAX))
+}
+
+/// `content_block_start` of a `tool_use` block: its id and name. Its
+/// `input` is always `{}` here; the real one follows in pieces.
+fn block_start(v: &Value, calls: &mut Assembler) {
+    let Some(block) = v.get("content_block") else {
+        return;
+    };
+    if block.get("type").and_then(Value::as_str) == Some("tool_use") {
+        let id = block.get("id").and_then(Value::as_str);
+        let name = block.get("name").and_then(Value::as_str);
+        calls.start(block_slot(v), id, name);
+    }
+}
+
+/// `content_block_delta` with an `input_json_delta`: a piece of the input's
+/// JSON text, to append to the block's.
+fn block_delta(v: &Value, calls: &mut Assembler) {
+    let Some(delta) = v.get("delta") else {
+        return;
+    };
+    if delta.get("type").and_then(Value::as_str) == Some("input_json_delta")
+        && let Some(piece) = delta.get("partial_json").and_then(Value::as_str)
+    {
+        calls.append(block_slot(v), piece);
     }
 }

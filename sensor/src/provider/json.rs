@@ -4,6 +4,7 @@ use memchr::{memchr2, memmem};
 use serde_json::{Map, Value};
 
 use super::ModelCallInfo;
+use super::tools::{self, CUT_KEY, ToolNames};
 use crate::protocol::http1::{Headers, Request, Response};
 use crate::protocol::sse::{self, SseEvent};
 
@@ -16,6 +17,10 @@ const REQUEST_KEYS: [&str; 6] = [
     "max_output_tokens",
     "temperature",
 ];
+
+/// Request keys declaring tools: `tools`, and the legacy `functions` of
+/// Chat Completions.
+const TOOL_KEYS: [&str; 2] = ["tools", "functions"];
 
 /// Whether a body is content-encoded (gzip, br, ...), which we cannot decode
 /// without a decompression dependency; such bodies are reported unparsable.
@@ -37,17 +42,21 @@ pub(super) fn request_fields(req: &Request, info: &mut ModelCallInfo) {
         info.request_parse_error = true;
         return;
     }
-    let obj = match request_top(&req.body) {
-        Some(Ok(map)) => map,
+    let (obj, tool_lists) = match request_top(&req.body) {
+        Some(Ok(top)) => (top.fields, top.tools),
         None => {
             info.request_parse_error = true;
             return;
         }
         Some(Err(())) => {
             info.request_parse_error = true;
-            top_level_scalars(&req.body, &REQUEST_KEYS)
+            let fields = top_level_scalars(&req.body, &REQUEST_KEYS);
+            (fields, top_level_tool_names(&req.body))
         }
     };
+    for name in tool_lists.iter().flatten() {
+        tools::push_name(&mut info.request_tools, name);
+    }
     info.request_model = str_at(&obj, "model");
     info.streamed = obj.get("stream").and_then(Value::as_bool).unwrap_or(false);
     info.request_max_tokens = ["max_tokens", "max_completion_tokens", "max_output_tokens"]
@@ -56,31 +65,45 @@ pub(super) fn request_fields(req: &Request, info: &mut ModelCallInfo) {
     info.request_temperature = obj.get("temperature").and_then(Value::as_f64);
 }
 
+/// What the request body says, prompts left out.
+#[derive(Debug, Default, PartialEq)]
+struct RequestTop {
+    /// Values of `REQUEST_KEYS`.
+    fields: Map<String, Value>,
+    /// Declared tool names, per key of `TOOL_KEYS`.
+    tools: [Vec<String>; 2],
+}
+
 /// The request keys of a JSON object body, validating the whole body but
 /// building values for those keys only: prompts (`messages`, `input`) are
-/// skipped, not copied into a tree. `None` when the body is JSON but not an
-/// object; `Some(Err)` when it is not JSON (cut at the capture cap).
-fn request_top(body: &[u8]) -> Option<Result<Map<String, Value>, ()>> {
+/// skipped, not copied into a tree, and tool declarations are read one at a
+/// time for their names. `None` when the body is JSON but not an object;
+/// `Some(Err)` when it is not JSON (cut at the capture cap).
+fn request_top(body: &[u8]) -> Option<Result<RequestTop, ()>> {
     use serde::de::{Deserializer as _, IgnoredAny, MapAccess, Visitor};
 
     /// Keeps the request keys of an object (the last of duplicates, as a
     /// tree would); anything else is not an object.
     struct Keys;
     impl<'de> Visitor<'de> for Keys {
-        type Value = Option<Map<String, Value>>;
+        type Value = Option<RequestTop>;
         fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
             f.write_str("a JSON object")
         }
         fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Self::Value, A::Error> {
-            let mut map = Map::new();
+            let mut top = RequestTop::default();
             while let Some(key) = access.next_key::<std::borrow::Cow<'de, str>>()? {
+                let tool_list = TOOL_KEYS.iter().position(|k| *k == key.as_ref());
                 if REQUEST_KEYS.contains(&key.as_ref()) {
-                    map.insert(key.into_owned(), access.next_value::<Value>()?);
+                    top.fields
+                        .insert(key.into_owned(), access.next_value::<Value>()?);
+                } else if let Some(list) = tool_list.and_then(|i| top.tools.get_mut(i)) {
+                    *list = access.next_value::<ToolNames>()?.0;
                 } else {
                     access.next_value::<IgnoredAny>()?;
                 }
             }
-            Ok(Some(map))
+            Ok(Some(top))
         }
         fn visit_seq<A: serde::de::SeqAccess<'de>>(
             self,
@@ -113,7 +136,7 @@ fn request_top(body: &[u8]) -> Option<Result<Map<String, Value>, ()>> {
         .deserialize_any(Keys)
         .and_then(|keys| de.end().map(|()| keys))
     {
-        Ok(Some(map)) => Some(Ok(map)),
+        Ok(Some(top)) => Some(Ok(top)),
         Ok(None) => None,
         Err(_) => Some(Err(())),
     }
@@ -149,9 +172,19 @@ pub(super) fn response_json(resp: &Response, info: &mut ModelCallInfo) -> Option
     }
 }
 
+/// An item of an event-stream response.
+pub(super) enum StreamItem {
+    /// A JSON payload, with its event.
+    Payload(SseEvent, Value),
+    /// A payload that did not parse (cut, or not JSON): whatever it carried
+    /// is missing from the stream.
+    Lost,
+}
+
 /// The JSON payloads of an event-stream response, with their event names.
-/// Payloads that fail to parse set the error flag; `[DONE]` is skipped.
-pub(super) fn sse_payloads(resp: &Response, info: &mut ModelCallInfo) -> Vec<(SseEvent, Value)> {
+/// Payloads that fail to parse set the error flag and leave a `Lost` in
+/// their place; `[DONE]` is skipped.
+pub(super) fn sse_items(resp: &Response, info: &mut ModelCallInfo) -> Vec<StreamItem> {
     if is_encoded(&resp.headers) {
         info.response_parse_error = true;
         return Vec::new();
@@ -163,11 +196,131 @@ pub(super) fn sse_payloads(resp: &Response, info: &mut ModelCallInfo) -> Vec<(Ss
             continue;
         }
         match serde_json::from_str::<Value>(data) {
-            Ok(v) => out.push((ev, v)),
-            Err(_) => info.response_parse_error = true,
+            Ok(v) => out.push(StreamItem::Payload(ev, v)),
+            Err(_) => {
+                info.response_parse_error = true;
+                out.push(StreamItem::Lost);
+            }
         }
     }
     out
+}
+
+/// Every byte of the body is in `body` or `body_tail`, in order: nothing
+/// was dropped between them or lost by the capture. A body cut short (the
+/// connection closed) is still whole as far as it goes.
+pub(super) fn is_whole(resp: &Response) -> bool {
+    (resp.body.len() as u64).saturating_add(resp.body_tail.len() as u64) == resp.body_size
+}
+
+/// A non-streamed response body that was cut (at the capture cap, or by a
+/// closed connection), closed where it was cut by `close_truncated`.
+pub(super) fn truncated_json(resp: &Response) -> Option<Value> {
+    if !resp.body_truncated || resp.body.is_empty() || is_encoded(&resp.headers) {
+        return None;
+    }
+    close_truncated(&resp.body)
+}
+
+/// Parse a JSON text cut short, by closing it at the end of its last whole
+/// value: a cut string, number or member is dropped, open arrays are closed,
+/// and each open object gets the member `CUT_KEY: true` before its closing
+/// brace, so that a reader can tell it is partial. `None` when the text does
+/// not start like JSON, is complete, or still does not parse (bytes lost in
+/// its middle).
+pub(super) fn close_truncated(b: &[u8]) -> Option<Value> {
+    struct Open {
+        object: bool,
+        /// A member (or element) is complete.
+        members: bool,
+        /// A key is expected next.
+        key_next: bool,
+    }
+    let mut stack: Vec<Open> = Vec::new();
+    // End of the last whole value, or of the last opening bracket: the
+    // containers open there are those open at the end, since only keys,
+    // colons, commas and a cut value can follow it.
+    let mut safe = None;
+    let mut i = skip_ws(b, 0);
+    if !matches!(b.get(i), Some(b'{' | b'[')) {
+        return None;
+    }
+    while let Some(&c) = b.get(i) {
+        let top = stack.last_mut();
+        match c {
+            b' ' | b'\t' | b'\n' | b'\r' => i += 1,
+            b'{' | b'[' => {
+                stack.push(Open {
+                    object: c == b'{',
+                    members: false,
+                    key_next: c == b'{',
+                });
+                i += 1;
+                safe = Some(i);
+            }
+            b'}' | b']' => {
+                stack.pop();
+                let Some(parent) = stack.last_mut() else {
+                    // The text is complete: not for us to mend.
+                    return None;
+                };
+                parent.members = true;
+                i += 1;
+                safe = Some(i);
+            }
+            b',' => {
+                if let Some(top) = top {
+                    top.key_next = top.object;
+                }
+                i += 1;
+            }
+            b':' => i += 1,
+            b'"' => {
+                let Some(end) = string_end(b, i) else {
+                    break;
+                };
+                match top {
+                    Some(top) if top.object && top.key_next => top.key_next = false,
+                    Some(top) => {
+                        top.members = true;
+                        safe = Some(end);
+                    }
+                    None => return None,
+                }
+                i = end;
+            }
+            _ => {
+                // A number or literal: whole only if something follows it.
+                let rest = b.get(i..).unwrap_or_default();
+                let Some(len) = rest
+                    .iter()
+                    .position(|c| matches!(c, b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r'))
+                else {
+                    break;
+                };
+                if let Some(top) = top {
+                    top.members = true;
+                }
+                i += len.max(1);
+                safe = Some(i);
+            }
+        }
+    }
+    let mut text = b.get(..safe?)?.to_vec();
+    let cut_member = format!("{}:true}}", Value::from(CUT_KEY));
+    for (depth, open) in stack.iter().rev().enumerate() {
+        if open.object {
+            // Below the innermost container, the member holding the one
+            // just closed is complete.
+            if open.members || depth > 0 {
+                text.push(b',');
+            }
+            text.extend_from_slice(cut_member.as_bytes());
+        } else {
+            text.push(b']');
+        }
+    }
+    serde_json::from_slice(&text).ok()
 }
 
 /// Events of the kept body, plus those of the kept tail when the body
@@ -239,10 +392,66 @@ fn first_value(b: &[u8]) -> Option<Value> {
 }
 
 /// Scalar values of `keys` that are members of the top-level object of a
-/// possibly truncated JSON text. A tiny tokenizer tracks strings and nesting
-/// depth, so keys inside messages or tool schemas are not mistaken for them.
+/// possibly truncated JSON text (the first of duplicates).
 pub(super) fn top_level_scalars(body: &[u8], keys: &[&str]) -> Map<String, Value> {
     let mut found = Map::new();
+    top_level_members(body, |key, k| {
+        let wanted = keys.iter().find(|w| w.as_bytes() == key);
+        let scalar = matches!(body.get(k), Some(b'"' | b'-' | b'0'..=b'9' | b't' | b'f'));
+        if let (Some(w), true) = (wanted, scalar) {
+            let v = body.get(k..).and_then(first_value);
+            if let Some(v) = v.filter(|v| !v.is_object() && !v.is_array()) {
+                found.entry(w.to_string()).or_insert(v);
+            }
+        }
+    });
+    found
+}
+
+/// Declared tool names of a possibly truncated request body, per key of
+/// `TOOL_KEYS` (the first of duplicates): the declarations that are whole
+/// before the cut, read one at a time.
+fn top_level_tool_names(body: &[u8]) -> [Vec<String>; 2] {
+    let mut lists: [Option<Vec<String>>; 2] = Default::default();
+    top_level_members(body, |key, k| {
+        let at = TOOL_KEYS.iter().position(|t| t.as_bytes() == key);
+        if let Some(slot @ None) = at.and_then(|i| lists.get_mut(i)) {
+            *slot = Some(array_tool_names(body, k));
+        }
+    });
+    lists.map(Option::unwrap_or_default)
+}
+
+/// Names of the whole declarations of the array at `start`, up to the
+/// first one that does not parse (the one cut, if the array is).
+fn array_tool_names(body: &[u8], start: usize) -> Vec<String> {
+    let mut names = Vec::new();
+    if body.get(start) != Some(&b'[') {
+        return names;
+    }
+    let mut i = skip_ws(body, start + 1);
+    while let Some(rest) = body.get(i..).filter(|r| r.first() != Some(&b']')) {
+        let mut it = serde_json::Deserializer::from_slice(rest).into_iter::<Value>();
+        let Some(Ok(decl)) = it.next() else {
+            break;
+        };
+        if let Some(name) = tools::declared_name(&decl) {
+            tools::push_name(&mut names, name);
+        }
+        i = skip_ws(body, i + it.byte_offset());
+        if body.get(i) != Some(&b',') {
+            break;
+        }
+        i = skip_ws(body, i + 1);
+    }
+    names
+}
+
+/// Calls `member(key, value_start)` for each member of the top-level object
+/// of a possibly truncated JSON text. A tiny tokenizer tracks strings and
+/// nesting depth, so keys inside messages or tool schemas are not mistaken
+/// for them.
+fn top_level_members(body: &[u8], mut member: impl FnMut(&[u8], usize)) {
     let mut depth = 0usize;
     let mut i = 0;
     while let Some(&b) = body.get(i) {
@@ -256,15 +465,7 @@ pub(super) fn top_level_scalars(body: &[u8], keys: &[&str]) -> Map<String, Value
                     let j = skip_ws(body, end);
                     if body.get(j) == Some(&b':') {
                         let k = skip_ws(body, j + 1);
-                        let wanted = keys.iter().find(|w| w.as_bytes() == key);
-                        let scalar =
-                            matches!(body.get(k), Some(b'"' | b'-' | b'0'..=b'9' | b't' | b'f'));
-                        if let (Some(w), true) = (wanted, scalar) {
-                            let v = body.get(k..).and_then(first_value);
-                            if let Some(v) = v.filter(|v| !v.is_object() && !v.is_array()) {
-                                found.entry(w.to_string()).or_insert(v);
-                            }
-                        }
+                        member(key, k);
                         i = k;
                         continue;
                     }
@@ -282,7 +483,6 @@ pub(super) fn top_level_scalars(body: &[u8], keys: &[&str]) -> Map<String, Value
             _ => i += 1,
         }
     }
-    found
 }
 
 /// Index just past the closing quote of the string opening at `start`.
@@ -329,7 +529,7 @@ mod tests {
     #[test]
     fn request_keys_without_building_the_prompt() {
         let body = br#"{"messages":[{"role":"user","content":"a \"quoted\" prompt"}],"model":"gpt-4o","stream":true,"model":"gpt-4o-mini","temperature":0.5}"#;
-        let map = request_top(body).expect("json").expect("object");
+        let map = request_top(body).expect("json").expect("object").fields;
         // The last of duplicate keys wins, as in a tree; prompts are left out.
         assert_eq!(map.get("model"), Some(&Value::from("gpt-4o-mini")));
         assert_eq!(map.get("stream"), Some(&Value::from(true)));
@@ -343,6 +543,64 @@ mod tests {
         );
         assert_eq!(request_top(br#"{"model":"x"} trailing"#), Some(Err(())));
         assert_eq!(request_top(b""), Some(Err(())));
+    }
+
+    #[test]
+    fn closing_a_cut_text() {
+        let cut = |s: &str| close_truncated(s.as_bytes());
+        let v = cut(
+            r#"{"id":"msg_1","content":[{"type":"tool_use","id":"toolu_1","input":{"a":1,"b":"tw"#,
+        )
+        .unwrap_or_default();
+        assert_eq!(v["id"], "msg_1");
+        assert_eq!(v[CUT_KEY], true);
+        let block = &v["content"][0];
+        assert_eq!(
+            (&block["id"], &block[CUT_KEY]),
+            (&"toolu_1".into(), &true.into())
+        );
+        let input = block["input"].as_object().cloned().unwrap_or_default();
+        let keys: Vec<&str> = input.keys().map(String::as_str).collect();
+        assert_eq!(keys, ["\u{0}cut", "a"]);
+        // Cut keys, numbers and literals are dropped, not guessed.
+        assert_eq!(
+            cut(r#"{"a":[1,2"#),
+            Some(serde_json::json!({"a":[1], CUT_KEY: true}))
+        );
+        assert_eq!(cut(r#"{"a":tr"#), Some(serde_json::json!({CUT_KEY: true})));
+        assert_eq!(
+            cut(r#"{"a":{"b":1},"c"#),
+            Some(serde_json::json!({"a":{"b":1}, CUT_KEY: true}))
+        );
+        assert_eq!(
+            cut(r#"[{"x":"y"}, {"#),
+            Some(serde_json::json!([{"x":"y"}, {CUT_KEY: true}]))
+        );
+        assert_eq!(
+            cut(r#" {"s":"a \"q\" b","#),
+            Some(serde_json::json!({"s":"a \"q\" b", CUT_KEY: true}))
+        );
+        // Complete, not JSON, or broken inside: nothing.
+        assert_eq!(cut(r#"{"a":1}"#), None);
+        assert_eq!(cut("text"), None);
+        assert_eq!(cut(r#"{"a":1 "b":2,"#), None);
+        assert_eq!(cut(""), None);
+        assert_eq!(cut(&"[".repeat(10_000)), None);
+    }
+
+    #[test]
+    fn tool_names_of_a_cut_request() {
+        let body = br#"{"model":"gpt-4o","tools":[{"type":"function","function":{"name":"get_weather","parameters":{"type":"object","properties":{"name":{"type":"string"}}}}} , {"type":"web_search"},{"type":"function","function":{"name":"get_ti"#;
+        assert_eq!(
+            top_level_tool_names(body),
+            [vec!["get_weather".to_owned(), "web_search".into()], vec![]]
+        );
+        let body = br#"{"messages":[{"content":"\"tools\": [{\"name\":\"x\"}]"}],"functions":[{"name":"f1"}],"tools":"#;
+        assert_eq!(top_level_tool_names(body), [vec![], vec!["f1".to_owned()]]);
+        assert_eq!(
+            top_level_tool_names(br#"{"tools":{"name":"x"},"#),
+            <[Vec<String>; 2]>::default()
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@
 mod anthropic;
 mod json;
 mod openai;
+mod tools;
 
 use crate::protocol::http1::{Request, Response};
 
@@ -186,6 +187,22 @@ pub struct ModelCallInfo {
     pub request_parse_error: bool,
     /// The response body (or one of its SSE payloads) could not be parsed.
     pub response_parse_error: bool,
+    /// Tools the request declared (names, in order, deduplicated, at most 64, each at most 128 chars).
+    pub request_tools: Vec<String>,
+    /// Tool calls the model asked for in its response, in order (at most 64).
+    pub response_tool_calls: Vec<ToolCall>,
+}
+
+/// A tool call of a response. It never holds argument values, so `Debug`
+/// may print it. Id, name and keys are cut to 128 characters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ToolCall {
+    /// The provider's call id (`call_...`, `toolu_...`); None if absent.
+    pub id: Option<String>,
+    /// The tool (function) name.
+    pub name: String,
+    /// Names (keys) of the top-level arguments, sorted, when the arguments are a JSON object that was complete (at most 32). Never the values.
+    pub argument_keys: Vec<String>,
 }
 
 /// Extract GenAI attributes from a request and, when present, its response.
