@@ -50,6 +50,9 @@ pub enum RecordKind {
     /// The first bytes a TLS client wrote on a socket (its ClientHello),
     /// laid out as a TLS data record ([`TlsDataHeader`]).
     TlsClientHello = 10,
+    /// A DNS answer a process read from a UDP socket connected to port 53,
+    /// laid out as a TLS data record ([`TlsDataHeader`]).
+    DnsAnswer = 11,
 }
 
 impl TryFrom<u32> for RecordKind {
@@ -67,6 +70,7 @@ impl TryFrom<u32> for RecordKind {
             8 => Self::ExecMmap,
             9 => Self::RootChange,
             10 => Self::TlsClientHello,
+            11 => Self::DnsAnswer,
             other => return Err(other),
         })
     }
@@ -236,6 +240,11 @@ pub struct CloseRecord {
     pub header: Header,
     pub fd: i32,
     pub _pad: u32,
+    /// Bytes the process sent and received on the socket, counted for
+    /// agent processes (see the `AGENTS` map) and cleartext HTTP
+    /// connections; 0 otherwise.
+    pub sent: u64,
+    pub received: u64,
 }
 
 /// Set on [`TlsDataRecord`] flags when the fd was not known yet when the
@@ -337,6 +346,9 @@ pub mod sock_state {
     pub const HTTP: u8 = 2;
     /// Anything else: not copied.
     pub const OTHER: u8 = 3;
+    /// A UDP socket connected to port 53: the answers it reads are copied
+    /// (which names the process resolved to which addresses).
+    pub const DNS: u8 = 4;
 }
 
 /// Value of the connected-socket table.
@@ -351,6 +363,10 @@ pub struct SockValue {
     /// A [`sock_state`] value.
     pub state: u8,
     pub _pad: [u8; 7],
+    /// Bytes written and read, for the sockets whose calls are followed
+    /// to their exit (agents', cleartext HTTP).
+    pub sent: u64,
+    pub received: u64,
 }
 
 /// Key of the SSL-to-fd table.

@@ -70,6 +70,12 @@ pub static FORK_PARENT: LruHashMap<u32, u32> = LruHashMap::with_max_entries(6553
 #[map]
 pub static SOCKS: LruHashMap<SockKey, SockValue> = LruHashMap::with_max_entries(65536, 0);
 
+/// Processes of agent sessions (tgid -> 1), set by user space when a
+/// process becomes an agent and inherited at fork: their sockets' bytes
+/// are counted for the connection's close record.
+#[map]
+pub static AGENTS: LruHashMap<u32, u8> = LruHashMap::with_max_entries(16384, 0);
+
 /// (tgid, SSL *) -> socket fd.
 #[map]
 pub static SSL_FD: LruHashMap<SslKey, i32> = LruHashMap::with_max_entries(65536, 0);

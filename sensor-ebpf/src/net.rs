@@ -14,7 +14,7 @@ use sensor_common::{
 };
 
 use crate::{
-    maps::{SOCKS, SSL_FD, count, emit, header},
+    maps::{AGENTS, SOCKS, SSL_FD, count, emit, header},
     tls::{Source, emit_plain, skip_bytes},
 };
 
@@ -57,6 +57,10 @@ pub(crate) static SOCKET_ARGS: LruHashMap<u64, u32> = LruHashMap::with_max_entri
 static SOCK_TYPE: LruHashMap<SockKey, u32> = LruHashMap::with_max_entries(65536, 0);
 
 const SOCK_STREAM: u32 = 1;
+const SOCK_DGRAM: u32 = 2;
+const DNS_PORT: u16 = 53;
+/// Bytes of a DNS answer copied at most (EDNS answers may exceed 512).
+const DNS_BYTES: u64 = 4096;
 /// `SOCK_NONBLOCK | SOCK_CLOEXEC` and future flags live above the type bits.
 const SOCK_TYPE_MASK: u32 = 0xf;
 
@@ -154,6 +158,21 @@ fn try_enter_connect(ctx: &TracePointContext) -> Result<(), i64> {
     Ok(())
 }
 
+/// A socket table entry for a socket just connected.
+#[inline(always)]
+fn new_sock(state: u8) -> SockValue {
+    SockValue {
+        ssl: 0,
+        // The connection's id: its connect time, unique per process.
+        // SAFETY: helper without preconditions.
+        conn: CONN_SOCKET_BIT | unsafe { bpf_ktime_get_boot_ns() },
+        state,
+        _pad: [0; 7],
+        sent: 0,
+        received: 0,
+    }
+}
+
 /// `syscalls:sys_exit_connect`: reports the result and remembers the socket.
 #[tracepoint]
 pub fn sys_exit_connect(ctx: TracePointContext) -> u32 {
@@ -186,6 +205,11 @@ fn try_exit_connect(ctx: &TracePointContext) -> Result<(), i64> {
     // Sockets made before the sensor started have an unknown type (0); they
     // are taken for streams: inet datagram sockets rarely live that long.
     let stream = sock_type == 0 || sock_type == SOCK_STREAM;
+    if sock_type == SOCK_DGRAM && ret == 0 && args.port == DNS_PORT {
+        // A resolver's socket: its answers name the addresses the process
+        // connects to next.
+        SOCKS.insert(&key, &new_sock(sock_state::DNS), 0)?;
+    }
     if stream && (ret == 0 || ret == -EINPROGRESS) {
         if let Some(old) = SOCKS.get_ptr(&key) {
             // The fd was reused without a close we saw: drop the old binding.
@@ -199,16 +223,7 @@ fn try_exit_connect(ctx: &TracePointContext) -> Result<(), i64> {
                 });
             }
         }
-        // The connection's id: its connect time, unique per process.
-        // SAFETY: helper without preconditions.
-        let conn = CONN_SOCKET_BIT | unsafe { bpf_ktime_get_boot_ns() };
-        let value = SockValue {
-            ssl: 0,
-            conn,
-            state: sock_state::UNKNOWN,
-            _pad: [0; 7],
-        };
-        SOCKS.insert(&key, &value, 0)?;
+        SOCKS.insert(&key, &new_sock(sock_state::UNKNOWN), 0)?;
         if ret != 0 {
             head.flags |= FLAG_CONNECT_IN_PROGRESS;
         }
@@ -245,7 +260,7 @@ fn try_close(ctx: &TracePointContext) -> Result<(), i64> {
         return Ok(());
     };
     // SAFETY: pointer from a successful lookup; copied before removal.
-    let ssl = unsafe { (*value).ssl };
+    let (ssl, sent, received) = unsafe { ((*value).ssl, (*value).sent, (*value).received) };
     let _ = SOCKS.remove(&key);
     if ssl != 0 {
         // The SSL object may be freed and its address reused for another
@@ -260,6 +275,8 @@ fn try_close(ctx: &TracePointContext) -> Result<(), i64> {
         header: head,
         fd: fd as i32,
         _pad: 0,
+        sent,
+        received,
     });
     Ok(())
 }
@@ -335,8 +352,9 @@ pub(crate) struct IoArgs {
     iovcnt: u64,
     fd: i32,
     direction: u8,
-    /// Copy as a ClientHello (first bytes only), not as cleartext.
-    hello: u8,
+    /// What to copy: [`COPY_DATA`], [`COPY_HELLO`], [`COPY_DNS`] or
+    /// [`COPY_NONE`].
+    copy: u8,
     _pad: [u8; 2],
 }
 
@@ -351,8 +369,17 @@ struct Iovec {
     len: u64,
 }
 
+/// Copy the bytes as cleartext stream data.
+const COPY_DATA: u8 = 0;
+/// Copy the first bytes as a ClientHello.
+const COPY_HELLO: u8 = 1;
+/// Copy the first bytes as a DNS answer.
+const COPY_DNS: u8 = 2;
+/// Copy nothing: only count the bytes.
+const COPY_NONE: u8 = 3;
+
 /// iovecs copied per call at most; bytes in later ones count as lost.
-const MAX_IOVECS: u64 = 4;
+const MAX_IOVECS: u64 = 2;
 /// Bytes of a ClientHello copied at most (the server name is near the
 /// start; a post-quantum key share makes a hello about 1.8 KiB).
 const HELLO_BYTES: u64 = 4096;
@@ -427,16 +454,35 @@ fn io_classify(ctx: &TracePointContext, direction: Direction, shape: Shape) -> R
     // Settled sockets cost one lookup: TLS ones carry ciphertext, others
     // are not HTTP, and nothing is read before the client has spoken.
     let wanted = match direction {
-        Direction::Ingress => state == sock_state::HTTP,
-        Direction::Egress => state != sock_state::TLS && state != sock_state::OTHER,
+        Direction::Ingress => state == sock_state::HTTP || state == sock_state::DNS,
+        Direction::Egress => {
+            state != sock_state::TLS && state != sock_state::OTHER && state != sock_state::DNS
+        }
     };
     if !wanted {
+        // An agent's other connections: their bytes are counted at exit.
+        if AGENTS.get_ptr(&key.tgid).is_some() {
+            let args = IoArgs {
+                conn,
+                ptr: 0,
+                iovcnt: 0,
+                fd: fd as i32,
+                direction: direction as u8,
+                copy: COPY_NONE,
+                _pad: [0; 2],
+            };
+            IO_ARGS.insert(&pid_tgid, &args, 0)?;
+        }
         return Ok(());
     }
     let (ptr, iovcnt, len) = first_buffer(ctx, shape)?;
-    let mut hello = 0u8;
+    let mut copy = COPY_DATA;
     match direction {
-        Direction::Ingress => {}
+        Direction::Ingress => {
+            if state == sock_state::DNS {
+                copy = COPY_DNS;
+            }
+        }
         Direction::Egress => {
             if len < 4 {
                 return Ok(());
@@ -452,7 +498,7 @@ fn io_classify(ctx: &TracePointContext, direction: Direction, shape: Shape) -> R
             // SAFETY: as above.
             let head: [u8; 8] = unsafe { bpf_probe_read_user(base as *const [u8; 8]) }?;
             let next = if len >= 6 && is_client_hello(&head) {
-                hello = 1;
+                copy = COPY_HELLO;
                 sock_state::TLS
             } else if state == sock_state::HTTP {
                 sock_state::HTTP
@@ -480,7 +526,7 @@ fn io_classify(ctx: &TracePointContext, direction: Direction, shape: Shape) -> R
         iovcnt,
         fd: fd as i32,
         direction: direction as u8,
-        hello,
+        copy,
         _pad: [0; 2],
     };
     IO_ARGS.insert(&pid_tgid, &args, 0)?;
@@ -490,7 +536,7 @@ fn io_classify(ctx: &TracePointContext, direction: Direction, shape: Shape) -> R
 /// Exit of a socket read or write stashed by [`io_enter`]: copies the
 /// bytes transferred (the return value says how many).
 #[inline(always)]
-fn io_exit(ctx: &TracePointContext) -> Result<(), i64> {
+fn io_exit<const VECTOR: bool>(ctx: &TracePointContext) -> Result<(), i64> {
     let pid_tgid = bpf_get_current_pid_tgid();
     let Some(args) = IO_ARGS.get_ptr(&pid_tgid) else {
         return Ok(());
@@ -512,25 +558,46 @@ fn io_exit(ctx: &TracePointContext) -> Result<(), i64> {
         _pad: 0,
     };
     let mut left = ret as u64;
-    if args.hello != 0 {
+    let key = SockKey {
+        tgid: (pid_tgid >> 32) as u32,
+        fd: args.fd,
+    };
+    if let Some(sock) = SOCKS.get_ptr_mut(&key) {
+        // SAFETY: pointer from a successful lookup; a racing update from
+        // another thread of the process may lose a count, not corrupt.
+        unsafe {
+            if args.direction == Direction::Egress as u8 {
+                (*sock).sent += left;
+            } else {
+                (*sock).received += left;
+            }
+        }
+    }
+    if args.copy == COPY_NONE {
+        return Ok(());
+    }
+    let single = args.copy != COPY_DATA;
+    let cap = if args.copy == COPY_HELLO {
         src.kind = RecordKind::TlsClientHello as u8;
-        let (base, len) = if args.iovcnt == 0 {
-            (args.ptr, left)
-        } else {
+        HELLO_BYTES
+    } else if args.copy == COPY_DNS {
+        src.kind = RecordKind::DnsAnswer as u8;
+        DNS_BYTES
+    } else {
+        count(counter::CLEARTEXT_CALLS, 1);
+        u64::MAX
+    };
+    if !VECTOR || single {
+        // One buffer (or the first bytes of a vectored call): one copy,
+        // so the verifier walks the copier once here.
+        let (base, len) = if VECTOR {
             // SAFETY: user memory via the helper.
             let iov: Iovec = unsafe { bpf_probe_read_user(args.ptr as *const Iovec) }?;
             (iov.base, if iov.len < left { iov.len } else { left })
+        } else {
+            (args.ptr, left)
         };
-        emit_plain(
-            &src,
-            base,
-            if len > HELLO_BYTES { HELLO_BYTES } else { len },
-        );
-        return Ok(());
-    }
-    count(counter::CLEARTEXT_CALLS, 1);
-    if args.iovcnt == 0 {
-        emit_plain(&src, args.ptr, left);
+        emit_plain(&src, base, if len > cap { cap } else { len });
         return Ok(());
     }
     let mut i = 0u64;
@@ -557,7 +624,7 @@ fn io_exit(ctx: &TracePointContext) -> Result<(), i64> {
 }
 
 macro_rules! socket_io {
-    ($($enter:ident, $exit:ident, $direction:expr, $shape:expr;)*) => {$(
+    ($($enter:ident, $exit:ident, $direction:expr, $shape:expr, $vector:expr;)*) => {$(
         /// Socket syscall entry: see [`io_enter`].
         #[tracepoint]
         pub fn $enter(ctx: TracePointContext) -> u32 {
@@ -568,21 +635,21 @@ macro_rules! socket_io {
         /// Socket syscall exit: see [`io_exit`].
         #[tracepoint]
         pub fn $exit(ctx: TracePointContext) -> u32 {
-            let _ = io_exit(&ctx);
+            let _ = io_exit::<$vector>(&ctx);
             0
         }
     )*};
 }
 
 socket_io!(
-    sys_enter_write, sys_exit_write, Direction::Egress, Shape::Buf;
-    sys_enter_writev, sys_exit_writev, Direction::Egress, Shape::Iov;
-    sys_enter_sendto, sys_exit_sendto, Direction::Egress, Shape::Buf;
-    sys_enter_sendmsg, sys_exit_sendmsg, Direction::Egress, Shape::Msg;
-    sys_enter_read, sys_exit_read, Direction::Ingress, Shape::Buf;
-    sys_enter_readv, sys_exit_readv, Direction::Ingress, Shape::Iov;
-    sys_enter_recvfrom, sys_exit_recvfrom, Direction::Ingress, Shape::Buf;
-    sys_enter_recvmsg, sys_exit_recvmsg, Direction::Ingress, Shape::Msg;
+    sys_enter_write, sys_exit_write, Direction::Egress, Shape::Buf, false;
+    sys_enter_writev, sys_exit_writev, Direction::Egress, Shape::Iov, true;
+    sys_enter_sendto, sys_exit_sendto, Direction::Egress, Shape::Buf, false;
+    sys_enter_sendmsg, sys_exit_sendmsg, Direction::Egress, Shape::Msg, true;
+    sys_enter_read, sys_exit_read, Direction::Ingress, Shape::Buf, false;
+    sys_enter_readv, sys_exit_readv, Direction::Ingress, Shape::Iov, true;
+    sys_enter_recvfrom, sys_exit_recvfrom, Direction::Ingress, Shape::Buf, false;
+    sys_enter_recvmsg, sys_exit_recvmsg, Direction::Ingress, Shape::Msg, true;
 );
 
 /// `syscalls:sys_enter_mmap` with `PROT_EXEC` and a file: a library or

@@ -17,7 +17,7 @@ use sensor_common::{
 };
 
 use crate::{
-    maps::{EVENTS, FORK_PARENT, count, emit, header, submit_flags_urgent},
+    maps::{AGENTS, EVENTS, FORK_PARENT, count, emit, header, submit_flags_urgent},
     net::{CONNECT_ARGS, PENDING_BIND, SOCKET_ARGS},
     tls::SSL_ARGS,
 };
@@ -141,6 +141,10 @@ fn try_fork(ctx: &TracePointContext) -> Result<(), i64> {
     let parent_tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     let child = child as u32;
     let _ = FORK_PARENT.insert(&child, &parent_tgid, 0);
+    // An agent's children are part of its session from their first call.
+    if AGENTS.get_ptr(&parent_tgid).is_some() {
+        let _ = AGENTS.insert(&child, &1, 0);
+    }
     emit(ForkRecord {
         header: header(RecordKind::Fork),
         child_pid: child,

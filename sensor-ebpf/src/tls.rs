@@ -418,8 +418,14 @@ pub(crate) fn emit_plain(src: &Source, buf: u64, len: u64) -> i64 {
 fn try_emit_plain(src: &Source, buf: u64, len: u64) -> Result<(), i64> {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
+    // Records outside any stream: the first bytes of a socket (a
+    // ClientHello) or of a datagram (a DNS answer).
+    let single =
+        src.kind == RecordKind::TlsClientHello as u8 || src.kind == RecordKind::DnsAnswer as u8;
     let mut head = header(if src.kind == RecordKind::TlsClientHello as u8 {
         RecordKind::TlsClientHello
+    } else if src.kind == RecordKind::DnsAnswer as u8 {
+        RecordKind::DnsAnswer
     } else {
         RecordKind::TlsData
     });
@@ -432,9 +438,8 @@ fn try_emit_plain(src: &Source, buf: u64, len: u64) -> Result<(), i64> {
         len as u32
     };
     // Claim this call's span of the stream before copying, so a record
-    // lost below still moves the position. A ClientHello is not part of
-    // any plaintext stream.
-    let stream_pos = if src.kind == RecordKind::TlsClientHello as u8 {
+    // lost below still moves the position.
+    let stream_pos = if single {
         0
     } else {
         claim(src, tgid, u64::from(total))?

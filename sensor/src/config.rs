@@ -9,10 +9,11 @@ use serde::Deserialize;
 use crate::sink::config::SinkConfig;
 
 /// Event actions the sensor can emit.
-pub const ACTIONS: [&str; 9] = [
+pub const ACTIONS: [&str; 10] = [
     "model_call",
     "tool_call",
     "blind_spot",
+    "connection_close",
     "credential_shared",
     "connect",
     "process_exec",

@@ -15,6 +15,8 @@ pub struct ConnInfo {
     pub remote: SocketAddr,
     pub local: Option<SocketAddr>,
     pub connect_ts: u64,
+    /// The name the process resolved the address from (its DNS answer).
+    pub domain: Option<String>,
     /// From the connection's ClientHello (TLS only).
     pub server_name: Option<String>,
     /// ALPN protocols the client offered.
@@ -28,7 +30,14 @@ pub struct ConnTable {
 }
 
 impl ConnTable {
-    pub fn on_connect(&mut self, pid: u32, fd: i32, remote: SocketAddr, ts: u64) {
+    pub fn on_connect(
+        &mut self,
+        pid: u32,
+        fd: i32,
+        remote: SocketAddr,
+        ts: u64,
+        domain: Option<String>,
+    ) {
         if self.map.len() >= MAX_CONNECTIONS {
             // Connections closed without a close record (process killed
             // before the sensor saw it): drop the oldest.
@@ -47,6 +56,7 @@ impl ConnTable {
                 remote,
                 local: None,
                 connect_ts: ts,
+                domain,
                 server_name: None,
                 alpn: Vec::new(),
                 local_resolved: false,
@@ -242,7 +252,7 @@ mod tests {
         let mut table = ConnTable::default();
         let pid = std::process::id();
         let remote = listener.local_addr().expect("addr");
-        table.on_connect(pid, client.as_raw_fd(), remote, 1);
+        table.on_connect(pid, client.as_raw_fd(), remote, 1, None);
         let conn = table.get(pid, client.as_raw_fd()).expect("conn");
         assert_eq!(conn.local, client.local_addr().ok());
         // Both ways give the same answer.

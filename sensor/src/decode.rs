@@ -85,11 +85,16 @@ pub enum Record {
     Close {
         task: Task,
         fd: i32,
+        /// Bytes sent and received, when the kernel counted them.
+        sent: u64,
+        received: u64,
     },
     TlsData(TlsData),
     /// The first bytes a client wrote on a TLS socket: its ClientHello
     /// (`conn` is the socket's connection id; `stream_pos` is 0).
     ClientHello(TlsData),
+    /// A DNS answer read by the process (`data` is the message).
+    DnsAnswer(TlsData),
     TlsBind {
         task: Task,
         conn: u64,
@@ -199,9 +204,14 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
         }
         RecordKind::Close => {
             let r: CloseRecord = read(bytes)?;
-            Record::Close { task: t, fd: r.fd }
+            Record::Close {
+                task: t,
+                fd: r.fd,
+                sent: r.sent,
+                received: r.received,
+            }
         }
-        RecordKind::TlsData | RecordKind::TlsClientHello => {
+        RecordKind::TlsData | RecordKind::TlsClientHello | RecordKind::DnsAnswer => {
             let h: TlsDataHeader = read(bytes)?;
             let data = &bytes[size_of::<TlsDataHeader>()..];
             let len = h.len as usize;
@@ -222,6 +232,8 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
             };
             if kind == RecordKind::TlsClientHello {
                 Record::ClientHello(chunk)
+            } else if kind == RecordKind::DnsAnswer {
+                Record::DnsAnswer(chunk)
             } else {
                 Record::TlsData(chunk)
             }

@@ -20,6 +20,7 @@ pub mod model;
 pub mod pipeline;
 pub mod protocol;
 pub mod provider;
+pub mod resolve;
 pub mod session;
 pub mod sharing;
 pub mod sink;

@@ -26,8 +26,9 @@ use crate::{
         process::{ExecInfo, ProcessTable},
     },
     model,
-    protocol::{mcp, tls_hello},
+    protocol::{dns, mcp, tls_hello},
     provider,
+    resolve::Resolutions,
     session::{Exchange, Sessions},
     sharing::{Actor, ShareTracker},
     sink::Outputs,
@@ -81,6 +82,8 @@ pub struct Pipeline {
     /// MCP servers by (agent session, Host): name and version from their
     /// `initialize` answer.
     mcp_servers: std::collections::HashMap<(String, String), (String, Option<String>)>,
+    /// Names processes resolved, from their DNS answers.
+    resolutions: Resolutions,
 }
 
 impl Pipeline {
@@ -115,6 +118,7 @@ impl Pipeline {
             attach: None,
             agents,
             mcp_servers: std::collections::HashMap::new(),
+            resolutions: Resolutions::default(),
         }
     }
 
@@ -209,7 +213,11 @@ impl Pipeline {
                 let exchanges = self.sessions.on_exit(task.pid, task.ts_ns);
                 self.on_exchanges(exchanges);
                 self.procs.on_exec(&task, &exec);
-                self.agents.on_exec(task.pid, &filename, task.ts_ns);
+                if self.agents.on_exec(task.pid, &filename, task.ts_ns)
+                    && let Some(kernel) = self.kernel.as_mut()
+                {
+                    kernel.set_agent(task.pid, true);
+                }
                 self.request_scan(task.pid);
                 // Identity is read now, while the new image runs: a
                 // short-lived process may be gone by its first event.
@@ -246,7 +254,13 @@ impl Pipeline {
                     self.emit_at(event, task.ts_ns);
                 }
                 self.procs.on_exit(task.pid);
+                if self.agents.get(task.pid).is_some()
+                    && let Some(kernel) = self.kernel.as_mut()
+                {
+                    kernel.set_agent(task.pid, false);
+                }
                 self.agents.on_exit(task.pid);
+                self.resolutions.forget(task.pid);
                 let fds = self.conns.on_exit(task.pid);
                 if let Some(kernel) = self.kernel.as_mut() {
                     kernel.forget_process(task.pid, &fds, &tls_conns);
@@ -269,8 +283,10 @@ impl Pipeline {
                 }
                 let ok = ret == 0 || in_progress;
                 let remote = SocketAddr::new(addr, port);
+                let domain = self.resolutions.lookup(task.pid, addr).map(str::to_owned);
                 if ok {
-                    self.conns.on_connect(task.pid, fd, remote, task.ts_ns);
+                    self.conns
+                        .on_connect(task.pid, fd, remote, task.ts_ns, domain.clone());
                 }
                 if self.config.emits("connect") {
                     let mut event = Event::new("connect");
@@ -279,7 +295,11 @@ impl Pipeline {
                         .set("event.category", json!(["network"]))
                         .set("event.type", json!(["connection", "start"]))
                         .set("event.outcome", if ok { "success" } else { "failure" })
-                        .set("server.address", addr.to_string())
+                        .set(
+                            "server.address",
+                            domain.clone().unwrap_or_else(|| addr.to_string()),
+                        )
+                        .set("server.domain", domain)
                         .set("server.ip", addr.to_string())
                         .set("server.port", port)
                         .set("network.transport", "tcp")
@@ -293,13 +313,23 @@ impl Pipeline {
                     self.emit_at(event, task.ts_ns);
                 }
             }
-            Record::Close { task, fd } => {
+            Record::Close {
+                task,
+                fd,
+                sent,
+                received,
+            } => {
                 if let Some(spot) = self.blind.closed(task.pid, fd) {
                     self.emit_blind_spot(spot);
                 }
                 let exchanges = self.sessions.on_close(task.pid, fd, task.ts_ns);
                 self.on_exchanges(exchanges);
-                self.conns.on_close(task.pid, fd);
+                if let Some(conn) = self.conns.on_close(task.pid, fd)
+                    && self.agents.get(task.pid).is_some()
+                    && self.config.emits("connection_close")
+                {
+                    self.connection_close(&task, fd, &conn, sent, received);
+                }
             }
             Record::TlsData(chunk) => {
                 if let Some(fd) = chunk.fd {
@@ -309,6 +339,18 @@ impl Pipeline {
                 self.on_exchanges(exchanges);
             }
             Record::ClientHello(chunk) => self.on_client_hello(&chunk),
+            Record::DnsAnswer(chunk) => match dns::parse_response(&chunk.data) {
+                Ok(answers) => {
+                    self.resolutions.answers += 1;
+                    for a in answers {
+                        self.resolutions.insert(chunk.task.pid, &a.name, a.addr);
+                    }
+                }
+                Err(err) => {
+                    self.resolutions.errors += 1;
+                    debug!(pid = chunk.task.pid, %err, "unreadable DNS answer");
+                }
+            },
             Record::TlsBind { task, conn, fd } => {
                 self.blind.covered(task.pid, fd);
                 let exchanges = self.sessions.on_bind(task.pid, conn, fd, task.ts_ns);
@@ -415,6 +457,54 @@ impl Pipeline {
         self.emit_at(event, conn.ts_ns);
     }
 
+    /// The end of an agent's connection: how long it lasted and how many
+    /// bytes went each way.
+    fn connection_close(
+        &mut self,
+        task: &Task,
+        fd: i32,
+        conn: &crate::conntrack::ConnInfo,
+        sent: u64,
+        received: u64,
+    ) {
+        let mut event = Event::new("connection_close");
+        event
+            .set("event.kind", "event")
+            .set("event.category", json!(["network"]))
+            .set("event.type", json!(["connection", "end"]))
+            .set(
+                "server.address",
+                conn.domain
+                    .clone()
+                    .or_else(|| conn.server_name.clone())
+                    .unwrap_or_else(|| conn.remote.ip().to_string()),
+            )
+            .set("server.domain", conn.domain.clone())
+            .set("server.ip", conn.remote.ip().to_string())
+            .set("server.port", conn.remote.port())
+            .set("tls.server_name", conn.server_name.clone())
+            .set("network.transport", "tcp")
+            .set(
+                "network.type",
+                if conn.remote.is_ipv4() {
+                    "ipv4"
+                } else {
+                    "ipv6"
+                },
+            )
+            .set("process.io.fd", fd)
+            .set("event.duration", task.ts_ns.saturating_sub(conn.connect_ts))
+            .set("client.bytes", sent)
+            .set("server.bytes", received);
+        if let Some(local) = conn.local {
+            event
+                .set("client.address", local.ip().to_string())
+                .set("client.port", local.port());
+        }
+        self.with_process(&mut event, task);
+        self.emit_at(event, task.ts_ns);
+    }
+
     /// Frequent upkeep (every second): blind spots past their deadline.
     pub fn tick(&mut self) {
         let now = self.clock.now_boot_ns();
@@ -457,6 +547,9 @@ impl Pipeline {
             self.agents.inherit(pid, &descendants);
             for p in std::iter::once(pid).chain(descendants) {
                 self.procs.forget_actor(p);
+                if let Some(kernel) = self.kernel.as_mut() {
+                    kernel.set_agent(p, true);
+                }
             }
         }
     }
@@ -1002,7 +1095,9 @@ impl Pipeline {
             .set(
                 "sensor.agents",
                 serde_json::to_value(self.agents.stats).unwrap_or_default(),
-            );
+            )
+            .set("sensor.dns.answers", self.resolutions.answers)
+            .set("sensor.dns.errors", self.resolutions.errors);
         self.emit(event);
         self.flush();
     }

@@ -230,6 +230,28 @@ fn the_chain(stream: bool) {
         "{fetched}"
     );
 
+    // The agent's connections end with their duration and bytes: the
+    // tool API's connection (opened after the process became an agent, so
+    // counted whole; urllib closes it after the answer) has both ways.
+    let counted = |e: &Value| {
+        is(agent_pid, "connection_close")(e)
+            && e["server"]["port"] == api.port
+            && e["client"]["bytes"].as_u64().is_some_and(|b| b > 0)
+            && e["server"]["bytes"].as_u64().is_some_and(|b| b > 0)
+    };
+    let closes = sensor.wait_for_n(WAIT, 1, counted);
+    let close = closes.first().unwrap_or_else(|| {
+        panic!(
+            "no connection_close with bytes both ways; agent events: {:#?}",
+            sensor.events(|e| pid_of(e) == Some(agent_pid))
+        )
+    });
+    assert!(
+        close["event"]["duration"].as_u64().is_some_and(|d| d > 0),
+        "{close}"
+    );
+    assert_eq!(close["agent"]["session"]["id"], session.as_str());
+
     sensor.barrier();
     let all = sensor.events(|e| e["agent"]["session"]["id"] == session.as_str());
     assert_schema_valid(&all);
@@ -301,4 +323,57 @@ fn a_process_that_is_not_an_agent_makes_no_tool_call() {
             .all(|e| action(e) != "tool_call" && e["agent"].is_null()),
         "{events:#?}"
     );
+}
+
+/// The DNS name a process resolved is on its connect events: a real
+/// resolver exchange (glibc in curl) with the project's DNS server,
+/// through a resolv.conf of the test's own (in a mount namespace).
+#[test]
+fn connect_events_carry_the_name_the_process_resolved() {
+    let sensor = shared_sensor();
+    let api = FakeApi::start_full("dns");
+    let dir = scratch("dns");
+    let mut dns = Command::new("python3")
+        .arg(workspace().join("tests/fixtures/dns_server.py"))
+        .args(["--addr", "127.0.0.2", "--zone", "sensor.test=127.0.0.1"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(dns.stdout.take().unwrap()).lines();
+    let ready = lines.next().expect("DNS server READY").unwrap();
+    assert!(ready.starts_with("READY "), "{ready}");
+    std::thread::spawn(move || for _ in lines.map_while(Result::ok) {});
+    let resolv = dir.join("resolv.conf");
+    std::fs::write(&resolv, "nameserver 127.0.0.2\n").unwrap();
+    let url = format!("http://api.sensor.test:{}/healthz", api.plain_port.unwrap());
+    let child = Command::new("unshare")
+        .args(["-m", "sh", "-c"])
+        .arg(format!(
+            "mount --bind {} /etc/resolv.conf && exec curl -sS --fail -o /dev/null {url}",
+            resolv.display()
+        ))
+        .spawn()
+        .unwrap();
+    let pid = u64::from(child.id());
+    let out = child.wait_with_output().unwrap();
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(dns.id() as i32, libc::SIGTERM) };
+    let _ = dns.wait();
+    assert!(out.status.success(), "{out:?}");
+    let connect = sensor
+        .wait_for(WAIT, |e| {
+            action(e) == "connect"
+                && pid_of(e) == Some(pid)
+                && e["server"]["port"] == api.plain_port.unwrap()
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "no connect; events of {pid}: {:#?}",
+                sensor.events(|e| pid_of(e) == Some(pid))
+            )
+        });
+    assert_eq!(connect["server"]["domain"], "api.sensor.test", "{connect}");
+    assert_eq!(connect["server"]["address"], "api.sensor.test", "{connect}");
+    assert_eq!(connect["server"]["ip"], "127.0.0.1", "{connect}");
+    assert_schema_valid(std::slice::from_ref(&connect));
 }

@@ -102,9 +102,22 @@ pub struct KernelTables {
     socks: aya::maps::HashMap<MapData, SockKey, SockValue>,
     ssl_fd: aya::maps::HashMap<MapData, SslKey, i32>,
     stream_pos: aya::maps::HashMap<MapData, SslKey, StreamPos>,
+    agents: aya::maps::HashMap<MapData, u32, u8>,
 }
 
 impl KernelTables {
+    /// `tgid` is (or stops being) part of an agent session: the kernel
+    /// counts its sockets' bytes, and its children's.
+    pub fn set_agent(&mut self, tgid: u32, agent: bool) {
+        // A full table or a gone process is not an error: the counts are
+        // then missing from its close events.
+        let _ = if agent {
+            self.agents.insert(tgid, 1, 0)
+        } else {
+            self.agents.remove(&tgid)
+        };
+    }
+
     /// Forgets the sockets `fds` and TLS sessions `conns` of `pid`. Entries
     /// already gone (closed, evicted) are not an error.
     pub fn forget_process(&mut self, pid: u32, fds: &[i32], conns: &[u64]) {
@@ -245,6 +258,7 @@ pub fn load(ring_bytes: u32, wakeup_bytes: u64) -> Result<Loaded, LoadError> {
         socks: table(&mut ebpf, "SOCKS")?,
         ssl_fd: table(&mut ebpf, "SSL_FD")?,
         stream_pos: table(&mut ebpf, "STREAM_POS")?,
+        agents: table(&mut ebpf, "AGENTS")?,
     };
     Ok(Loaded {
         ebpf,

@@ -1,5 +1,6 @@
 //! Wire-protocol parsers for captured TLS plaintext.
 
+pub mod dns;
 pub mod hpack;
 pub mod hpack_huffman;
 pub mod http1;
