@@ -128,8 +128,9 @@ pub async fn run(
                     layers_scanned = Instant::now();
                 }
             }
-            // Dropping the attacher drops the eBPF object: every program is
-            // detached and unloaded.
+            // The uprobes first, side by side; then dropping the attacher
+            // drops the eBPF object: every program is unloaded.
+            attacher.detach_all();
             drop(attacher);
             Ok(())
         })
@@ -493,6 +494,7 @@ pub fn check(config: &Config) -> Vec<crate::check::Line> {
                     None,
                 );
             }
+            attacher.detach_all();
             drop(attacher);
         }
         Err(err) => push(

@@ -21,7 +21,7 @@ use aya::{
     Ebpf,
     programs::{
         UProbe,
-        uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeScope},
+        uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLinkId, UProbeScope},
     },
 };
 use sensor_common::TlsLibrary;
@@ -201,11 +201,15 @@ pub struct Attacher {
     checked: HashSet<ContentKey>,
     /// The files probed among them.
     probed_content: HashSet<ContentKey>,
+    /// Executables read at start whose probes wait for their first run.
+    prechecked: std::collections::HashMap<ContentKey, Probes>,
     /// Root directories (device, inode) whose library directories were
     /// scanned.
     roots: HashSet<(u64, u64)>,
     /// The node's root as the sensor sees it (image layers are below it).
     host_root: PathBuf,
+    /// Every uprobe attached, to detach them side by side at the end.
+    links: Vec<(&'static str, UProbeLinkId)>,
     stats: Arc<Mutex<AttachStats>>,
 }
 
@@ -238,8 +242,10 @@ impl Attacher {
             seen: HashSet::new(),
             checked: HashSet::new(),
             probed_content: HashSet::new(),
+            prechecked: std::collections::HashMap::new(),
             roots: HashSet::new(),
             host_root: host_root.to_path_buf(),
+            links: Vec::new(),
             stats,
         })
     }
@@ -321,9 +327,12 @@ impl Attacher {
 
     /// The executables under `root`'s program directories that are big
     /// enough to carry a TLS library linked in (node, Bun-style single
-    /// binaries, a static curl, Go programs): those with probes to place
-    /// are probed before their first run, which would otherwise race the
-    /// attach.
+    /// binaries, a static curl, Go programs) are read now, and their
+    /// probes placed when they first run: the reading (symbol tables, a Go
+    /// function table: tens of ms) is what would lose a fresh client's
+    /// first request, while attaching takes a few ms. Probing them all now
+    /// would cost every one of their probes at stop (each removal waits
+    /// for an RCU grace period) for programs that may never run.
     fn scan_executables(&mut self, root: &Path) {
         use std::os::unix::fs::PermissionsExt as _;
         for dir in EXECUTABLE_DIRS {
@@ -332,11 +341,32 @@ impl Attacher {
             };
             for entry in entries.flatten() {
                 let Ok(meta) = entry.metadata() else { continue };
-                if meta.is_file()
+                if !(meta.is_file()
                     && meta.permissions().mode() & 0o111 != 0
-                    && meta.len() >= MIN_STATIC_TLS_EXECUTABLE
+                    && meta.len() >= MIN_STATIC_TLS_EXECUTABLE)
                 {
-                    self.consider_path(&entry.path(), root);
+                    continue;
+                }
+                let Ok(file) = std::fs::File::open(entry.path()) else {
+                    continue;
+                };
+                let Some(key) = content_key(&file) else {
+                    continue;
+                };
+                if self.checked.contains(&key) || self.prechecked.contains_key(&key) {
+                    continue;
+                }
+                lock(&self.stats).files_checked += 1;
+                match find_probes(&file, &entry.path()) {
+                    Ok(Some(probes)) => {
+                        self.prechecked.insert(key, probes);
+                    }
+                    Ok(None) => {
+                        self.checked.insert(key);
+                    }
+                    Err(err) => {
+                        debug!(path = %entry.path().display(), %err, "cannot check file for TLS functions");
+                    }
                 }
             }
         }
@@ -438,12 +468,17 @@ impl Attacher {
             return;
         }
         let started = std::time::Instant::now();
+        let ready = content.and_then(|key| self.prechecked.remove(&key));
         let found = opened
             .map_err(|source| ElfError::Open {
                 path: shown.to_owned(),
                 source,
             })
-            .and_then(|file| Ok((find_probes(&file, Path::new(shown))?, file)));
+            .and_then(|file| match ready {
+                // Read at start: attach at once.
+                Some(probes) => Ok((Some(probes), file)),
+                None => Ok((find_probes(&file, Path::new(shown))?, file)),
+            });
         debug!(
             path = shown,
             took_us = started.elapsed().as_micros() as u64,
@@ -502,7 +537,7 @@ impl Attacher {
                 let result = match self.ebpf.program_mut(program).map(<&mut UProbe>::try_from) {
                     Some(Ok(probe)) => probe
                         .attach(point, host_path, UProbeScope::AllProcesses)
-                        .map(drop)
+                        .map(|id| self.links.push((program, id)))
                         .map_err(|e| error_chain(&e)),
                     Some(Err(e)) => Err(error_chain(&e)),
                     None => Err(format!("program {program} missing")),
@@ -545,8 +580,34 @@ impl Attacher {
     }
 }
 
+impl Attacher {
+    /// Detaches every uprobe, many at a time: removing one waits for an
+    /// RCU grace period in the kernel (tens to hundreds of ms on a busy
+    /// host), and hundreds of probes one after the other would hold a
+    /// stopping sensor for minutes. The waits overlap across threads.
+    pub fn detach_all(&mut self) {
+        const THREADS: usize = 32;
+        let mut links = Vec::with_capacity(self.links.len());
+        for (program, id) in self.links.drain(..) {
+            if let Some(Ok(probe)) = self.ebpf.program_mut(program).map(<&mut UProbe>::try_from)
+                && let Ok(link) = probe.take_link(id)
+            {
+                links.push(link);
+            }
+        }
+        let per_thread = links.len().div_ceil(THREADS).max(1);
+        std::thread::scope(|scope| {
+            while !links.is_empty() {
+                let chunk: Vec<_> = links.drain(..per_thread.min(links.len())).collect();
+                scope.spawn(move || drop(chunk));
+            }
+        });
+    }
+}
+
 /// Where to put probes in one file: per function, the (program, file
 /// offset) pairs.
+#[derive(Clone)]
 struct Probes {
     library: TlsLibrary,
     points: Vec<(&'static str, Vec<(&'static str, u64)>)>,
