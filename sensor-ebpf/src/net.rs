@@ -29,6 +29,9 @@ const ARG0: usize = 16;
 const ARG1: usize = 24;
 const ARG4: usize = 48;
 const ARG2: usize = 32;
+const ARG3: usize = 40;
+/// `recv(2)` flag: look without consuming.
+const MSG_PEEK: u64 = 2;
 /// `syscalls:sys_exit_*` return value.
 const RET: usize = 16;
 
@@ -304,7 +307,12 @@ fn bind_pending(ctx: &TracePointContext) -> Result<(), i64> {
         return Ok(());
     };
     // SAFETY: pointer from a successful lookup.
-    let old_ssl = unsafe { (*sock).ssl };
+    let (old_ssl, state) = unsafe { ((*sock).ssl, (*sock).state) };
+    if state == sock_state::HTTP || state == sock_state::DNS {
+        // Cleartext or a resolver: no TLS session lives on it (a stale
+        // pending session of this thread must not silence it).
+        return Ok(());
+    }
     if old_ssl != 0 && old_ssl != ssl {
         // Another session owned this socket: its binding is stale now.
         let _ = SSL_FD.remove(&SslKey {
@@ -350,6 +358,9 @@ pub(crate) struct IoArgs {
     ptr: u64,
     /// iovecs in `ptr`, 0 for a plain buffer.
     iovcnt: u64,
+    /// The plain buffer's length: a read never copies more (`MSG_TRUNC`
+    /// returns the datagram's full length).
+    cap: u64,
     fd: i32,
     direction: u8,
     /// What to copy: [`COPY_DATA`], [`COPY_HELLO`], [`COPY_DNS`] or
@@ -428,17 +439,27 @@ fn first_buffer(ctx: &TracePointContext, shape: Shape) -> Result<(u64, u64, u64)
 /// socket, classifies a new connection from its first bytes, and stashes
 /// the buffers of cleartext HTTP (and of a ClientHello) for the exit.
 #[inline(always)]
-fn io_enter(ctx: &TracePointContext, direction: Direction, shape: Shape) -> Result<(), i64> {
+fn io_enter(
+    ctx: &TracePointContext,
+    direction: Direction,
+    shape: Shape,
+    flags_at: usize,
+) -> Result<(), i64> {
     // Classified before a pending TLS session is bound to the socket: a
     // library that handshakes inside its first write (NSS, GnuTLS) has
     // its session pending while its ClientHello goes out.
-    let classified = io_classify(ctx, direction, shape);
+    let classified = io_classify(ctx, direction, shape, flags_at);
     let _ = bind_pending(ctx);
     classified
 }
 
 #[inline(always)]
-fn io_classify(ctx: &TracePointContext, direction: Direction, shape: Shape) -> Result<(), i64> {
+fn io_classify(
+    ctx: &TracePointContext,
+    direction: Direction,
+    shape: Shape,
+    flags_at: usize,
+) -> Result<(), i64> {
     let pid_tgid = bpf_get_current_pid_tgid();
     // SAFETY: offset from the syscall tracepoint format.
     let fd: u64 = unsafe { ctx.read_at(ARG0) }.map_err(i64::from)?;
@@ -466,6 +487,7 @@ fn io_classify(ctx: &TracePointContext, direction: Direction, shape: Shape) -> R
                 conn,
                 ptr: 0,
                 iovcnt: 0,
+                cap: 0,
                 fd: fd as i32,
                 direction: direction as u8,
                 copy: COPY_NONE,
@@ -474,6 +496,14 @@ fn io_classify(ctx: &TracePointContext, direction: Direction, shape: Shape) -> R
             IO_ARGS.insert(&pid_tgid, &args, 0)?;
         }
         return Ok(());
+    }
+    if flags_at != 0 {
+        // SAFETY: offset from the syscall tracepoint format.
+        let flags: u64 = unsafe { ctx.read_at(flags_at) }.map_err(i64::from)?;
+        if flags & MSG_PEEK != 0 {
+            // The same bytes come again with the real read.
+            return Ok(());
+        }
     }
     let (ptr, iovcnt, len) = first_buffer(ctx, shape)?;
     let mut copy = COPY_DATA;
@@ -484,31 +514,37 @@ fn io_classify(ctx: &TracePointContext, direction: Direction, shape: Shape) -> R
             }
         }
         Direction::Egress => {
-            if len < 4 {
-                return Ok(());
-            }
             let base = if iovcnt == 0 {
                 ptr
             } else {
                 // SAFETY: user memory via the helper.
                 unsafe { bpf_probe_read_user(ptr as *const u64) }?
             };
-            // A short first write may leave the tail of this read outside
-            // the buffer: only the bytes it has are looked at.
-            // SAFETY: as above.
-            let head: [u8; 8] = unsafe { bpf_probe_read_user(base as *const [u8; 8]) }?;
-            let next = if len >= 6 && is_client_hello(&head) {
-                copy = COPY_HELLO;
-                sock_state::TLS
-            } else if state == sock_state::HTTP {
-                sock_state::HTTP
+            // A short write may leave the tail of this read outside the
+            // buffer: only the bytes it has are looked at.
+            let head: Option<[u8; 8]> = if len >= 4 {
+                // SAFETY: user memory via the helper.
+                unsafe { bpf_probe_read_user(base as *const [u8; 8]) }.ok()
             } else {
-                let mut first = [0u8; 4];
-                first.copy_from_slice(&head[..4]);
-                if HTTP_STARTS.iter().any(|m| *m == first) {
-                    sock_state::HTTP
-                } else {
-                    sock_state::OTHER
+                None
+            };
+            let next = match head {
+                Some(head) if len >= 6 && is_client_hello(&head) => {
+                    copy = COPY_HELLO;
+                    sock_state::TLS
+                }
+                // An HTTP connection's bytes are all copied, short or not.
+                _ if state == sock_state::HTTP => sock_state::HTTP,
+                // Too short to tell: wait for the next write.
+                None => return Ok(()),
+                Some(head) => {
+                    let mut first = [0u8; 4];
+                    first.copy_from_slice(&head[..4]);
+                    if HTTP_STARTS.iter().any(|m| *m == first) {
+                        sock_state::HTTP
+                    } else {
+                        sock_state::OTHER
+                    }
                 }
             };
             if next != state {
@@ -524,6 +560,7 @@ fn io_classify(ctx: &TracePointContext, direction: Direction, shape: Shape) -> R
         conn,
         ptr,
         iovcnt,
+        cap: len,
         fd: fd as i32,
         direction: direction as u8,
         copy,
@@ -558,6 +595,9 @@ fn io_exit<const VECTOR: bool>(ctx: &TracePointContext) -> Result<(), i64> {
         _pad: 0,
     };
     let mut left = ret as u64;
+    if !VECTOR && args.copy != COPY_NONE && left > args.cap {
+        left = args.cap;
+    }
     let key = SockKey {
         tgid: (pid_tgid >> 32) as u32,
         fd: args.fd,
@@ -624,11 +664,11 @@ fn io_exit<const VECTOR: bool>(ctx: &TracePointContext) -> Result<(), i64> {
 }
 
 macro_rules! socket_io {
-    ($($enter:ident, $exit:ident, $direction:expr, $shape:expr, $vector:expr;)*) => {$(
+    ($($enter:ident, $exit:ident, $direction:expr, $shape:expr, $vector:expr, $flags:expr;)*) => {$(
         /// Socket syscall entry: see [`io_enter`].
         #[tracepoint]
         pub fn $enter(ctx: TracePointContext) -> u32 {
-            let _ = io_enter(&ctx, $direction, $shape);
+            let _ = io_enter(&ctx, $direction, $shape, $flags);
             0
         }
 
@@ -642,14 +682,15 @@ macro_rules! socket_io {
 }
 
 socket_io!(
-    sys_enter_write, sys_exit_write, Direction::Egress, Shape::Buf, false;
-    sys_enter_writev, sys_exit_writev, Direction::Egress, Shape::Iov, true;
-    sys_enter_sendto, sys_exit_sendto, Direction::Egress, Shape::Buf, false;
-    sys_enter_sendmsg, sys_exit_sendmsg, Direction::Egress, Shape::Msg, true;
-    sys_enter_read, sys_exit_read, Direction::Ingress, Shape::Buf, false;
-    sys_enter_readv, sys_exit_readv, Direction::Ingress, Shape::Iov, true;
-    sys_enter_recvfrom, sys_exit_recvfrom, Direction::Ingress, Shape::Buf, false;
-    sys_enter_recvmsg, sys_exit_recvmsg, Direction::Ingress, Shape::Msg, true;
+    sys_enter_write, sys_exit_write, Direction::Egress, Shape::Buf, false, 0;
+    sys_enter_writev, sys_exit_writev, Direction::Egress, Shape::Iov, true, 0;
+    sys_enter_sendto, sys_exit_sendto, Direction::Egress, Shape::Buf, false, 0;
+    sys_enter_sendmsg, sys_exit_sendmsg, Direction::Egress, Shape::Msg, true, 0;
+    sys_enter_read, sys_exit_read, Direction::Ingress, Shape::Buf, false, 0;
+    sys_enter_readv, sys_exit_readv, Direction::Ingress, Shape::Iov, true, 0;
+    // recvfrom(fd, buf, len, flags, ...), recvmsg(fd, msg, flags).
+    sys_enter_recvfrom, sys_exit_recvfrom, Direction::Ingress, Shape::Buf, false, ARG3;
+    sys_enter_recvmsg, sys_exit_recvmsg, Direction::Ingress, Shape::Msg, true, ARG2;
 );
 
 /// `syscalls:sys_enter_mmap` with `PROT_EXEC` and a file: a library or

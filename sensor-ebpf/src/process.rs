@@ -230,6 +230,11 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
     let _ = CONNECT_ARGS.remove(&pid_tgid);
     let _ = SOCKET_ARGS.remove(&pid_tgid);
     let _ = EXEC_ARGS.remove(&tid);
+    // A thread of an agent entered the agent table at its fork; a reused
+    // tid must not find it there.
+    if tid != tgid {
+        let _ = AGENTS.remove(&tid);
+    }
     // The process ends with its last thread (`group_dead`, kernels that have
     // it), else, on older kernels, when the leader exits.
     // SAFETY: global patched by the loader.

@@ -59,6 +59,12 @@ impl Event {
         self
     }
 
+    /// Sets `path`, replacing a value set before.
+    pub fn replace(&mut self, path: &'static str, value: impl Into<Value>) -> &mut Self {
+        self.fields.retain(|(p, _)| *p != path);
+        self.set(path, value)
+    }
+
     /// Fields shared with other events (a process's identity): written out
     /// with this event's own, which win on the same path.
     pub fn with_shared(&mut self, shared: Arc<Fields>) -> &mut Self {

@@ -210,6 +210,27 @@ pub fn http_event(
     event
 }
 
+/// A tool API's path with the segments that look like tokens masked
+/// (`/bot<token>/sendMessage`, `/api/webhooks/<id>/<token>`): long runs of
+/// letters and digits together. Model API paths have none.
+pub fn mask_path_tokens(path: &str) -> String {
+    path.split('/')
+        .map(|seg| {
+            let token_chars = seg.bytes().all(|b| {
+                b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b':' | b'.' | b'~')
+            });
+            let digits = seg.bytes().filter(u8::is_ascii_digit).count();
+            let letters = seg.bytes().filter(u8::is_ascii_alphabetic).count();
+            if seg.len() >= 20 && token_chars && digits >= 2 && letters >= 2 {
+                "****"
+            } else {
+                seg
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
 /// W3C trace context (`traceparent: 00-<trace id>-<parent id>-<flags>`):
 /// the trace id and the caller's span id, when well formed and not zero.
 pub fn parse_traceparent(value: &str) -> Option<(String, String)> {
@@ -234,6 +255,23 @@ pub fn parse_traceparent(value: &str) -> Option<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tokens_in_paths() {
+        assert_eq!(
+            mask_path_tokens("/bot123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw/sendMessage"),
+            "/****/sendMessage"
+        );
+        assert_eq!(
+            mask_path_tokens("/api/webhooks/1234567890/abcDEF1234567890ghijKLMN"),
+            "/api/webhooks/1234567890/****"
+        );
+        assert_eq!(mask_path_tokens("/tool/weather"), "/tool/weather");
+        assert_eq!(
+            mask_path_tokens("/v1/chat/completions"),
+            "/v1/chat/completions"
+        );
+    }
 
     #[test]
     fn traceparent() {

@@ -84,6 +84,9 @@ pub struct Pipeline {
     mcp_servers: std::collections::HashMap<(String, String), (String, Option<String>)>,
     /// Names processes resolved, from their DNS answers.
     resolutions: Resolutions,
+    /// The newest record time handled, and records since the last tick.
+    caught_up_ns: u64,
+    records_since_tick: u64,
 }
 
 impl Pipeline {
@@ -119,6 +122,8 @@ impl Pipeline {
             agents,
             mcp_servers: std::collections::HashMap::new(),
             resolutions: Resolutions::default(),
+            caught_up_ns: 0,
+            records_since_tick: 0,
         }
     }
 
@@ -181,6 +186,12 @@ impl Pipeline {
     /// Handles one ring buffer record.
     pub fn handle(&mut self, bytes: &[u8]) {
         self.counters.records += 1;
+        // How far the records have got (`Header::ts_ns`, bytes 8..16):
+        // deadlines are judged against it while a backlog is drained.
+        if let Some(ts) = bytes.get(8..16).and_then(|b| b.try_into().ok()) {
+            self.caught_up_ns = self.caught_up_ns.max(u64::from_ne_bytes(ts));
+            self.records_since_tick += 1;
+        }
         match decode::decode(bytes) {
             Ok(record) => self.on_record(record),
             Err(err) => {
@@ -295,10 +306,10 @@ impl Pipeline {
                         .set("event.category", json!(["network"]))
                         .set("event.type", json!(["connection", "start"]))
                         .set("event.outcome", if ok { "success" } else { "failure" })
-                        .set(
-                            "server.address",
-                            domain.clone().unwrap_or_else(|| addr.to_string()),
-                        )
+                        // The name is what the process was told, by a
+                        // resolver it chose: evidence, kept apart from the
+                        // address the kernel saw.
+                        .set("server.address", addr.to_string())
                         .set("server.domain", domain)
                         .set("server.ip", addr.to_string())
                         .set("server.port", port)
@@ -472,13 +483,7 @@ impl Pipeline {
             .set("event.kind", "event")
             .set("event.category", json!(["network"]))
             .set("event.type", json!(["connection", "end"]))
-            .set(
-                "server.address",
-                conn.domain
-                    .clone()
-                    .or_else(|| conn.server_name.clone())
-                    .unwrap_or_else(|| conn.remote.ip().to_string()),
-            )
+            .set("server.address", conn.remote.ip().to_string())
             .set("server.domain", conn.domain.clone())
             .set("server.ip", conn.remote.ip().to_string())
             .set("server.port", conn.remote.port())
@@ -507,7 +512,14 @@ impl Pipeline {
 
     /// Frequent upkeep (every second): blind spots past their deadline.
     pub fn tick(&mut self) {
-        let now = self.clock.now_boot_ns();
+        // With records flowing, the time they have reached; idle, the
+        // clock (a backlog must not make connections look late).
+        let now = if self.records_since_tick > 0 {
+            self.caught_up_ns
+        } else {
+            self.clock.now_boot_ns()
+        };
+        self.records_since_tick = 0;
         for spot in self.blind.expire(now) {
             self.emit_blind_spot(spot);
         }
@@ -613,6 +625,10 @@ impl Pipeline {
         }
         let conn = ex.fd.and_then(|fd| self.conns.get(ex.pid, fd)).cloned();
         let mut event = model::http_event("tool_call", ex, conn.as_ref(), &self.fingerprinter);
+        if let Some(path) = event.get("url.path").and_then(|p| p.as_str()) {
+            let masked = model::mask_path_tokens(path);
+            event.replace("url.path", masked);
+        }
         let tool = mcp.as_ref().and_then(|m| m.tool_name.clone());
         // An HTTP request carries out a tool call; of MCP, only tools/call
         // (not the transport's own GET and DELETE to a known MCP server).
@@ -652,7 +668,9 @@ impl Pipeline {
                     .as_ref()
                     .and_then(|r| r.headers.get_str("mcp-session-id"))
             })
-            .map(|s| s.chars().take(128).collect::<String>());
+            // The session id is a bearer credential for the session: its
+            // fingerprint, never the value.
+            .map(|s| self.fingerprinter.fingerprint(s.as_bytes()));
         let server_key = (
             session.to_owned(),
             ex.request
@@ -664,8 +682,7 @@ impl Pipeline {
         event
             .set("mcp.method.name", m.method.clone())
             .set("jsonrpc.request.id", m.id.clone())
-            .set("mcp.session.id", session_header)
-            .set("network.protocol.name", "http");
+            .set("mcp.session.id", session_header);
         if !m.argument_keys.is_empty() {
             event.set("mcp.tool.argument_keys", m.argument_keys.clone());
         }
@@ -676,7 +693,7 @@ impl Pipeline {
             );
         }
         if let Some(v) = &m.protocol_version {
-            event.set("mcp.protocol.version", v.clone());
+            event.replace("mcp.protocol.version", v.clone());
         }
         let answer = ex
             .response
@@ -693,7 +710,7 @@ impl Pipeline {
                 );
             }
             if let Some(v) = &answer.protocol_version {
-                event.set("mcp.protocol.version", v.clone());
+                event.replace("mcp.protocol.version", v.clone());
             }
             event.set("mcp.tool.result.is_error", answer.tool_is_error);
             if !answer.tools.is_empty() {
@@ -703,9 +720,9 @@ impl Pipeline {
                 event
                     .set("error.code", code.to_string())
                     .set("error.message", mask_text(message))
-                    .set("event.outcome", "failure");
+                    .replace("event.outcome", "failure");
             } else if answer.tool_is_error == Some(true) {
-                event.set("event.outcome", "failure");
+                event.replace("event.outcome", "failure");
             }
         }
         if let Some((name, version)) = self.mcp_servers.get(&server_key) {

@@ -636,6 +636,14 @@ fn find_probes(file: &std::fs::File, path: &Path) -> Result<Option<Probes>, ElfE
         }));
     }
     match inspect_go(file, path) {
+        Ok(GoProbe::Found(go)) if !go.register_abi => {
+            warn!(
+                path = %path.display(),
+                go_version = go.go_version,
+                "Go program built with the stack calling convention (before Go 1.17): its TLS is not probed"
+            );
+            Ok(None)
+        }
         Ok(GoProbe::Found(go)) => {
             let mut read = vec![(GO_READ_PROGRAM, go.read_entry)];
             read.extend(go.read_returns.iter().map(|&ret| (GO_RETURN_PROGRAM, ret)));
@@ -644,7 +652,7 @@ fn find_probes(file: &std::fs::File, path: &Path) -> Result<Option<Probes>, ElfE
                 points: vec![
                     (
                         "crypto/tls.(*Conn).Write",
-                        vec![(GO_WRITE_PROGRAM, go.write_entry)],
+                        vec![(GO_WRITE_PROGRAM, go.write_body)],
                     ),
                     ("crypto/tls.(*Conn).Read", read),
                 ],

@@ -96,6 +96,12 @@ pub struct GoTls {
     pub go_version: String,
     /// File offset of the entry of `crypto/tls.(*Conn).Write`.
     pub write_entry: u64,
+    /// File offset of the first instruction of `Write` after its stack
+    /// check: when the stack must grow (or the goroutine is asked to
+    /// yield), Go runs `morestack` and jumps back to the entry, so a probe
+    /// at the entry can fire twice for one call; here it fires once, with
+    /// the arguments still in their registers.
+    pub write_body: u64,
     /// File offset of the entry of `crypto/tls.(*Conn).Read`.
     pub read_entry: u64,
     /// File offsets of every RET in `crypto/tls.(*Conn).Read`, ascending;
@@ -278,6 +284,11 @@ fn inspect_with(file: &File, path: &Path, lookup: Lookup) -> Result<GoProbe, GoE
             "the code looks like the register calling convention, which {go_version} does not have"
         ));
     }
+    let Some(write_body) = after_stack_check(write_code, write.start) else {
+        return unsupported(format!(
+            "no conditional jump after the stack check of {WRITE_FUNCTION}"
+        ));
+    };
     let returns = return_sites(read_code, read.start).map_err(|what| GoError::Malformed {
         path: ctx.shown(),
         what: format!("{READ_FUNCTION}: {what}"),
@@ -292,6 +303,7 @@ fn inspect_with(file: &File, path: &Path, lookup: Lookup) -> Result<GoProbe, GoE
     Ok(GoProbe::Found(GoTls {
         go_version,
         write_entry,
+        write_body: write_body - write.start + write_entry,
         read_entry,
         read_returns,
         found_by,
@@ -1053,6 +1065,39 @@ fn stack_check(code: &[u8], vaddr: u64) -> Option<Abi> {
     None
 }
 
+/// Address of the instruction after the stack check's conditional jump
+/// (the first instruction that runs once per call), within the first few
+/// instructions of `code`, which starts at `vaddr`.
+fn after_stack_check(code: &[u8], vaddr: u64) -> Option<u64> {
+    let mut decoder = Decoder::with_ip(64, code, vaddr, DecoderOptions::NONE);
+    let mut instruction = Instruction::default();
+    for _ in 0..6 {
+        if !decoder.can_decode() {
+            break;
+        }
+        decoder.decode_out(&mut instruction);
+        if instruction.is_invalid() {
+            return None;
+        }
+        if matches!(
+            instruction.mnemonic(),
+            Mnemonic::Jbe
+                | Mnemonic::Jb
+                | Mnemonic::Ja
+                | Mnemonic::Jae
+                | Mnemonic::Jl
+                | Mnemonic::Jle
+                | Mnemonic::Jg
+                | Mnemonic::Jge
+                | Mnemonic::Je
+                | Mnemonic::Jne
+        ) {
+            return Some(instruction.next_ip());
+        }
+    }
+    None
+}
+
 /// Addresses of the RET instructions (`ret`, `ret imm16`) in `code`, which
 /// starts at `vaddr`, decoding every instruction from the start.
 fn return_sites(code: &[u8], vaddr: u64) -> Result<Vec<u64>, String> {
@@ -1445,6 +1490,13 @@ func main() {
         );
         // -s -w drops only the symbol table and DWARF: the text is the same.
         assert_eq!(full.write_entry, stripped.write_entry);
+        assert_eq!(full.write_body, stripped.write_body);
+        // Past the stack check (a compare and a conditional jump), still
+        // near the entry.
+        assert!(
+            full.write_body > full.write_entry && full.write_body < full.write_entry + 32,
+            "{full:?}"
+        );
         assert_eq!(full.read_entry, stripped.read_entry);
         assert_eq!(full.read_returns, stripped.read_returns);
         assert_ne!(full.write_entry, full.read_entry);

@@ -19,8 +19,9 @@ const MAX_NAMES: usize = 64;
 /// Bytes of a name kept at most.
 const MAX_NAME: usize = 128;
 
-/// One JSON-RPC request (or notification) from the client.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One JSON-RPC request (or notification) from the client. `Debug` leaves
+/// the arguments out.
+#[derive(Clone, PartialEq, Eq)]
 pub struct McpRequest {
     pub method: String,
     /// The JSON-RPC id as text (number or string), absent for a
@@ -37,6 +38,19 @@ pub struct McpRequest {
     pub protocol_version: Option<String>,
     /// `initialize`: the client's name.
     pub client_name: Option<String>,
+}
+
+impl std::fmt::Debug for McpRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("McpRequest")
+            .field("method", &self.method)
+            .field("id", &self.id)
+            .field("tool_name", &self.tool_name)
+            .field("argument_keys", &self.argument_keys)
+            .field("protocol_version", &self.protocol_version)
+            .field("client_name", &self.client_name)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The server's answer to one request.
@@ -225,6 +239,8 @@ mod tests {
         assert_eq!(r.argument_keys, vec!["body", "subject", "to"]);
         let debug = format!("{r:?}");
         assert!(debug.contains("send_email"));
+        assert!(!debug.contains("secret text"), "{debug}");
+        assert!(!debug.contains("a@b.c"), "{debug}");
     }
 
     #[test]
