@@ -115,6 +115,20 @@ pub fn sys_exit_socket(ctx: TracePointContext) -> u32 {
                 tgid: (pid_tgid >> 32) as u32,
                 fd: fd as i32,
             };
+            // A socket that held this fd was closed without a close(2) we
+            // saw (close-on-exec, dup2, close_range): forget it.
+            if let Some(old) = SOCKS.get_ptr(&key) {
+                // SAFETY: pointer from a successful lookup.
+                let old_ssl = unsafe { (*old).ssl };
+                if old_ssl != 0 {
+                    let _ = SSL_FD.remove(&SslKey {
+                        tgid: key.tgid,
+                        _pad: 0,
+                        ssl: old_ssl,
+                    });
+                }
+                let _ = SOCKS.remove(&key);
+            }
             let _ = SOCK_TYPE.insert(&key, &kind, 0);
         }
     }

@@ -8,6 +8,7 @@ use std::{
     sync::{Arc, Mutex},
 };
 
+use sensor_common::{Direction, TlsLibrary};
 use serde_json::json;
 use tracing::{debug, warn};
 
@@ -47,6 +48,9 @@ pub struct Counters {
     pub non_tcp_connects: u64,
     pub http_exchanges: u64,
     pub model_calls: u64,
+    /// Cleartext HTTP connections the kernel was told to stop copying (not
+    /// a model call, not an agent).
+    pub cleartext_released: u64,
     pub credentials_shared: u64,
 }
 
@@ -345,6 +349,7 @@ impl Pipeline {
             Record::TlsData(chunk) => {
                 if let Some(fd) = chunk.fd {
                     self.blind.covered(chunk.task.pid, fd);
+                    self.maybe_release_cleartext(&chunk, fd);
                 }
                 let exchanges = self.sessions.on_data(&chunk);
                 self.on_exchanges(exchanges);
@@ -466,6 +471,40 @@ impl Pipeline {
         };
         self.with_process(&mut event, &task);
         self.emit_at(event, conn.ts_ns);
+    }
+
+    /// A cleartext HTTP connection's first request: unless it is a model
+    /// call or its process is an agent, the kernel stops copying it (the
+    /// host's other plaintext HTTP, like metrics scrapes and package
+    /// downloads, is not the sensor's business and would crowd the ring).
+    /// What is in flight is still parsed; bytes are still counted.
+    fn maybe_release_cleartext(&mut self, chunk: &crate::decode::TlsData, fd: i32) {
+        if chunk.library != TlsLibrary::Cleartext
+            || chunk.direction != Direction::Egress
+            || chunk.stream_pos != 0
+            || chunk.offset != 0
+        {
+            return;
+        }
+        let line = chunk.data.split(|&b| b == b'\n').next().unwrap_or_default();
+        let mut parts = line.split(|&b| b == b' ');
+        let (Some(method), Some(target)) = (parts.next(), parts.next()) else {
+            return;
+        };
+        let (Ok(method), Ok(target)) = (std::str::from_utf8(method), std::str::from_utf8(target))
+        else {
+            return;
+        };
+        if method == "PRI" || provider::recognise(method, target).is_some() {
+            return;
+        }
+        if self.agents.get(chunk.task.pid).is_some() {
+            return;
+        }
+        self.counters.cleartext_released += 1;
+        if let Some(kernel) = self.kernel.as_mut() {
+            kernel.release_socket(chunk.task.pid, fd);
+        }
     }
 
     /// The end of an agent's connection: how long it lasted and how many

@@ -386,4 +386,13 @@ fn connect_events_carry_the_name_the_process_resolved() {
     assert_eq!(connect["server"]["address"], "127.0.0.1", "{connect}");
     assert_eq!(connect["server"]["ip"], "127.0.0.1", "{connect}");
     assert_schema_valid(std::slice::from_ref(&connect));
+    // Not a model call and not an agent: the kernel was told to stop
+    // copying that cleartext connection.
+    let released = sensor.wait_for(WAIT, |e| {
+        action(e) == "sensor_health"
+            && e["sensor"]["pipeline"]["cleartext_released"]
+                .as_u64()
+                .is_some_and(|n| n > 0)
+    });
+    assert!(released.is_some(), "no cleartext connection was released");
 }

@@ -106,6 +106,19 @@ pub struct KernelTables {
 }
 
 impl KernelTables {
+    /// Stops copying the cleartext of socket `fd` of `pid`: the kernel
+    /// leaves it alone from its next call (counting continues for agents).
+    pub fn release_socket(&mut self, pid: u32, fd: i32) {
+        let key = SockKey { tgid: pid, fd };
+        if let Ok(mut value) = self.socks.get(&key, 0)
+            && value.state == sensor_common::sock_state::HTTP
+        {
+            value.state = sensor_common::sock_state::OTHER;
+            // Closed meanwhile: nothing to release.
+            let _ = self.socks.insert(key, value, 0);
+        }
+    }
+
     /// `tgid` is (or stops being) part of an agent session: the kernel
     /// counts its sockets' bytes, and its children's.
     pub fn set_agent(&mut self, tgid: u32, agent: bool) {
