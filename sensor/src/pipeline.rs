@@ -495,7 +495,12 @@ impl Pipeline {
         else {
             return;
         };
-        if method == "PRI" || provider::recognise(method, target).is_some() {
+        // h2c, model calls, and JSON-RPC (an MCP server an agent connects
+        // to before its first model call, over a connection it keeps).
+        if method == "PRI"
+            || provider::recognise(method, target).is_some()
+            || memchr::memmem::find(&chunk.data, b"\"jsonrpc\"").is_some()
+        {
             return;
         }
         if self.agents.get(chunk.task.pid).is_some() {
