@@ -117,18 +117,7 @@ pub fn sys_exit_socket(ctx: TracePointContext) -> u32 {
             };
             // A socket that held this fd was closed without a close(2) we
             // saw (close-on-exec, dup2, close_range): forget it.
-            if let Some(old) = SOCKS.get_ptr(&key) {
-                // SAFETY: pointer from a successful lookup.
-                let old_ssl = unsafe { (*old).ssl };
-                if old_ssl != 0 {
-                    let _ = SSL_FD.remove(&SslKey {
-                        tgid: key.tgid,
-                        _pad: 0,
-                        ssl: old_ssl,
-                    });
-                }
-                let _ = SOCKS.remove(&key);
-            }
+            let _ = forget_sock(&key);
             let _ = SOCK_TYPE.insert(&key, &kind, 0);
         }
     }
@@ -173,6 +162,25 @@ fn try_enter_connect(ctx: &TracePointContext) -> Result<(), i64> {
     }
     CONNECT_ARGS.insert(&bpf_get_current_pid_tgid(), &args, 0)?;
     Ok(())
+}
+
+/// Removes a socket from the table, and the binding of the TLS session on
+/// it (the SSL object may be freed and its address reused for another
+/// session); returns the bytes it counted, `None` if it was not there.
+#[inline(always)]
+fn forget_sock(key: &SockKey) -> Option<(u64, u64)> {
+    let value = SOCKS.get_ptr(key)?;
+    // SAFETY: pointer from a successful lookup; copied before removal.
+    let (ssl, sent, received) = unsafe { ((*value).ssl, (*value).sent, (*value).received) };
+    let _ = SOCKS.remove(key);
+    if ssl != 0 {
+        let _ = SSL_FD.remove(&SslKey {
+            tgid: key.tgid,
+            _pad: 0,
+            ssl,
+        });
+    }
+    Some((sent, received))
 }
 
 /// A socket table entry for a socket just connected.
@@ -228,18 +236,8 @@ fn try_exit_connect(ctx: &TracePointContext) -> Result<(), i64> {
         SOCKS.insert(&key, &new_sock(sock_state::DNS), 0)?;
     }
     if stream && (ret == 0 || ret == -EINPROGRESS) {
-        if let Some(old) = SOCKS.get_ptr(&key) {
-            // The fd was reused without a close we saw: drop the old binding.
-            // SAFETY: pointer from a successful lookup.
-            let old_ssl = unsafe { (*old).ssl };
-            if old_ssl != 0 {
-                let _ = SSL_FD.remove(&SslKey {
-                    tgid: head.pid,
-                    _pad: 0,
-                    ssl: old_ssl,
-                });
-            }
-        }
+        // The fd was reused without a close we saw: drop the old binding.
+        let _ = forget_sock(&key);
         SOCKS.insert(&key, &new_sock(sock_state::UNKNOWN), 0)?;
         if ret != 0 {
             head.flags |= FLAG_CONNECT_IN_PROGRESS;
@@ -273,21 +271,9 @@ fn try_close(ctx: &TracePointContext) -> Result<(), i64> {
         fd: fd as i32,
     };
     let _ = SOCK_TYPE.remove(&key);
-    let Some(value) = SOCKS.get_ptr(&key) else {
+    let Some((sent, received)) = forget_sock(&key) else {
         return Ok(());
     };
-    // SAFETY: pointer from a successful lookup; copied before removal.
-    let (ssl, sent, received) = unsafe { ((*value).ssl, (*value).sent, (*value).received) };
-    let _ = SOCKS.remove(&key);
-    if ssl != 0 {
-        // The SSL object may be freed and its address reused for another
-        // session: forget the binding with the socket.
-        let _ = SSL_FD.remove(&SslKey {
-            tgid: head.pid,
-            _pad: 0,
-            ssl,
-        });
-    }
     emit(CloseRecord {
         header: head,
         fd: fd as i32,

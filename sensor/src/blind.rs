@@ -16,6 +16,8 @@ use std::{
     time::Duration,
 };
 
+use crate::protocol::tls_hello::host_name;
+
 /// A connection with no plaintext this long after its ClientHello is a
 /// blind spot (clients send their request right after the handshake).
 pub const DECIDE_AFTER: Duration = Duration::from_secs(2);
@@ -118,25 +120,17 @@ impl Endpoint {
             ),
             None => (text, None),
         };
-        let host = host.trim_end_matches('.').to_ascii_lowercase();
-        let valid = |h: &str| {
-            !h.is_empty()
-                && h.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
-        };
+        let host = host.trim_end_matches('.');
         if let Some(suffix) = host.strip_prefix("*.") {
-            if !valid(suffix) {
-                return Err(format!("bad host pattern {text:?}"));
-            }
+            let suffix =
+                host_name(suffix.as_bytes()).ok_or_else(|| format!("bad host pattern {text:?}"))?;
             return Ok(Self::Suffix {
                 suffix: format!(".{suffix}"),
                 port,
             });
         }
-        if !valid(&host) {
-            return Err(format!("bad host {text:?}"));
-        }
-        Ok(Self::Host { name: host, port })
+        let name = host_name(host.as_bytes()).ok_or_else(|| format!("bad host {text:?}"))?;
+        Ok(Self::Host { name, port })
     }
 
     fn matches(&self, name: Option<&str>, remote: Option<SocketAddr>) -> bool {

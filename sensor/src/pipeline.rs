@@ -144,25 +144,10 @@ impl Pipeline {
         let stats = stats
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        Some(maps.lines().any(|line| {
-            let mut fields = line.split_whitespace();
-            let (Some(dev), Some(inode)) = (fields.nth(3), fields.next()) else {
-                return false;
-            };
-            let Some((major, minor)) = dev.split_once(':') else {
-                return false;
-            };
-            match (
-                u32::from_str_radix(major, 16),
-                u32::from_str_radix(minor, 16),
-                inode.parse::<u64>(),
-            ) {
-                (Ok(major), Ok(minor), Ok(inode)) => {
-                    inode != 0 && stats.probed_ids.contains(&(major, minor, inode))
-                }
-                _ => false,
-            }
-        }))
+        Some(crate::bpf::attach::maps_probed_file(
+            &maps,
+            &stats.probed_ids,
+        ))
     }
 
     pub fn set_kernel_tables(&mut self, tables: KernelTables) {

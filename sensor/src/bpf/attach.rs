@@ -748,6 +748,14 @@ fn tls_priority(path: &str) -> u8 {
     }
 }
 
+/// Whether a `/proc/<pid>/maps` text maps one of the files `probed`
+/// (major, minor, inode) executable.
+pub fn maps_probed_file(maps: &str, probed: &HashSet<(u32, u32, u64)>) -> bool {
+    maps.lines()
+        .filter_map(parse_maps_line)
+        .any(|m| probed.contains(&(m.id.major, m.id.minor, m.id.inode)))
+}
+
 struct Mapping<'a> {
     id: FileId,
     /// `start-end`, as `/proc/<pid>/map_files/` names the mapping.

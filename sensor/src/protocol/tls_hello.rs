@@ -154,8 +154,8 @@ pub fn parse(data: &[u8]) -> Result<ClientHello, HelloError> {
 }
 
 /// A DNS host name as sent in SNI: ASCII letters, digits, `-`, `.`, `_`,
-/// at most 255 bytes; anything else is not reported.
-fn host_name(name: &[u8]) -> Option<String> {
+/// at most 255 bytes, lower-cased; anything else is not a host name.
+pub fn host_name(name: &[u8]) -> Option<String> {
     let ok = !name.is_empty()
         && name.len() <= 255
         && name
