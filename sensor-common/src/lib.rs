@@ -53,6 +53,8 @@ pub enum RecordKind {
     /// A DNS answer a process read from a UDP socket connected to port 53,
     /// laid out as a TLS data record ([`TlsDataHeader`]).
     DnsAnswer = 11,
+    /// A connect refused by the policy programs (`cgroup/connect4|6`).
+    PolicyBlock = 12,
 }
 
 impl TryFrom<u32> for RecordKind {
@@ -71,6 +73,7 @@ impl TryFrom<u32> for RecordKind {
             9 => Self::RootChange,
             10 => Self::TlsClientHello,
             11 => Self::DnsAnswer,
+            12 => Self::PolicyBlock,
             other => return Err(other),
         })
     }
@@ -393,12 +396,22 @@ pub mod counter {
     /// Vectored socket calls (`writev`, `sendmsg`, ...) with more buffers
     /// than the kernel program copies: the rest counts as truncated bytes.
     pub const IOVEC_TRUNCATED: u32 = 5;
-    pub const COUNT: u32 = 6;
+    /// Connects refused by the policy programs.
+    pub const POLICY_BLOCKS: u32 = 6;
+    pub const COUNT: u32 = 7;
 }
+
+pub mod policy;
 
 #[cfg(feature = "user")]
 mod pod {
+    use super::policy::{PolicyKey, PolicyVerdict};
     use super::{SockKey, SockValue, SslKey, StreamPos};
+    // SAFETY: plain `#[repr(C)]` integers with explicit padding: every bit
+    // pattern is valid and there are no implicit padding bytes.
+    unsafe impl aya::Pod for PolicyKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for PolicyVerdict {}
     // SAFETY: plain `#[repr(C)]` integers with explicit padding: every bit
     // pattern is valid and there are no implicit padding bytes.
     unsafe impl aya::Pod for SockKey {}

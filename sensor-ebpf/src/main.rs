@@ -13,6 +13,7 @@
 
 mod maps;
 mod net;
+mod policy;
 mod process;
 mod tls;
 

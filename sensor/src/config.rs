@@ -9,9 +9,10 @@ use serde::Deserialize;
 use crate::sink::config::SinkConfig;
 
 /// Event actions the sensor can emit.
-pub const ACTIONS: [&str; 10] = [
+pub const ACTIONS: [&str; 11] = [
     "model_call",
     "tool_call",
+    "policy_violation",
     "blind_spot",
     "connection_close",
     "credential_shared",
@@ -83,6 +84,11 @@ pub struct Config {
     /// and that of everything they start is reported as `tool_call`s.
     /// Default: none (a process becomes an agent at its first model call).
     pub agent_executables: Vec<String>,
+    /// Policy file (TOML): ordered rules deciding which actor may call
+    /// which model, tool or host, with `deny` rules optionally enforced in
+    /// the kernel at connect. Read again on SIGHUP. Default: none (no
+    /// `policy.*` fields, no connect hooks).
+    pub policy_file: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -106,6 +112,7 @@ impl Default for Config {
             metrics_address: None,
             model_endpoints: Vec::new(),
             agent_executables: Vec::new(),
+            policy_file: None,
         }
     }
 }

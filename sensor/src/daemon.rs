@@ -55,6 +55,11 @@ pub async fn run(
             .and_then(|h| h.into_string().ok())
             .unwrap_or_else(|| "unknown".into()),
     };
+    // A policy that does not load stops the sensor before anything else.
+    let policy = match &config.policy_file {
+        Some(path) => Some(crate::policy::Policy::load(path)?),
+        None => None,
+    };
     let fingerprinter = Fingerprinter::load_or_create(&config.fingerprint_key_file)?;
     let integrity_key = crate::credential::load_or_create_key(&config.integrity_key_file)
         .context("the integrity key")?;
@@ -75,8 +80,8 @@ pub async fn run(
     } else {
         u64::from(config.ring_buffer_bytes / 8)
     };
-    let loaded =
-        bpf::load(config.ring_buffer_bytes, wakeup_bytes).context("loading the kernel programs")?;
+    let loaded = bpf::load(config.ring_buffer_bytes, wakeup_bytes, policy.is_some())
+        .context("loading the kernel programs")?;
     info!(
         ring_buffer_bytes = config.ring_buffer_bytes,
         "kernel programs loaded, tracepoints attached"
@@ -86,7 +91,35 @@ pub async fn run(
         events,
         counters,
         tables,
+        policy: policy_tables,
     } = loaded;
+    let policy = match (policy, policy_tables) {
+        (None, _) => None,
+        (Some(policy), Some(Ok(tables))) => {
+            info!(
+                version = %policy.version,
+                rules = policy.rules.len(),
+                enforced = policy.rules.iter().filter(|r| r.kernel_enforced()).count(),
+                "policy loaded; connect hooks attached to the cgroup v2 root"
+            );
+            Some(crate::policy::live::LivePolicy::new(
+                policy,
+                Some(Box::new(tables)),
+            ))
+        }
+        (Some(policy), Some(Err(err))) if policy.enforces() => {
+            anyhow::bail!(
+                "the policy {} enforces rules, but the connect hooks could not be attached: {err}",
+                policy.path.display()
+            )
+        }
+        (Some(policy), other) => {
+            if let Some(Err(err)) = other {
+                warn!(%err, "connect hooks not attached; the policy is judged, not enforced");
+            }
+            Some(crate::policy::live::LivePolicy::new(policy, None))
+        }
+    };
 
     // The attacher owns the programs; it runs on its own thread because
     // reading ELF files (node is 100 MB) must not stall the event loop.
@@ -138,6 +171,9 @@ pub async fn run(
 
     let mut pipeline = Pipeline::new(config.clone(), host_name, fingerprinter, outputs);
     pipeline.set_kernel_tables(tables);
+    if let Some(policy) = policy {
+        pipeline.set_policy(policy);
+    }
     pipeline.set_scan_sender(scan_tx.clone());
     pipeline.set_attach_stats(Arc::clone(&stats));
     pipeline.procs.seed();
@@ -405,7 +441,7 @@ pub fn check(config: &Config) -> Vec<crate::check::Line> {
     // The daemon's wakeup threshold (an eighth of the ring), not 0: the
     // loader fixes it as a constant, so the verifier walks the same code
     // the daemon runs.
-    let loaded = match bpf::load(64 * 1024, 64 * 1024 / 8) {
+    let loaded = match bpf::load(64 * 1024, 64 * 1024 / 8, true) {
         Ok(loaded) => loaded,
         Err(err) => {
             push(
@@ -432,13 +468,54 @@ pub fn check(config: &Config) -> Vec<crate::check::Line> {
         "created".into(),
         None,
     );
-    push(
-        &mut lines,
-        "cgroup sock hooks",
-        Status::Pass,
-        "not needed by this version".into(),
-        None,
-    );
+    match &loaded.policy {
+        Some(Ok(_)) => push(
+            &mut lines,
+            "cgroup connect hooks",
+            Status::Pass,
+            "cgroup/connect4 and connect6 attached at the cgroup v2 root (policy enforcement)"
+                .into(),
+            None,
+        ),
+        Some(Err(err)) => push(
+            &mut lines,
+            "cgroup connect hooks",
+            if config.policy_file.is_some() {
+                Status::Fail
+            } else {
+                Status::Warn
+            },
+            err.clone(),
+            Some(
+                "policy enforcement needs cgroup v2 mounted and BPF cgroup programs; without them a policy's deny rules are reported, not enforced",
+            ),
+        ),
+        None => {}
+    }
+    if let Some(path) = &config.policy_file {
+        match crate::policy::Policy::load(path) {
+            Ok(p) => push(
+                &mut lines,
+                "policy",
+                Status::Pass,
+                format!(
+                    "{} (version {}): {} rule(s), {} enforced in the kernel",
+                    path.display(),
+                    p.version,
+                    p.rules.len(),
+                    p.rules.iter().filter(|r| r.kernel_enforced()).count()
+                ),
+                None,
+            ),
+            Err(err) => push(
+                &mut lines,
+                "policy",
+                Status::Fail,
+                err.to_string(),
+                Some("fix the rule; `sensor policy check FILE` shows how each rule is read"),
+            ),
+        }
+    }
     let stats = Arc::new(Mutex::new(AttachStats::default()));
     match Attacher::new(loaded.ebpf, &config.host_root, Arc::clone(&stats)) {
         Ok(mut attacher) => {

@@ -8,6 +8,7 @@ use sensor_common::{
     CloseRecord, ConnectRecord, Direction, ExecMmapRecord, ExecRecord, ExitRecord,
     FLAG_CONNECT_IN_PROGRESS, FLAG_EXEC_ARGS_TRUNCATED, ForkRecord, Header, RECORD_VERSION,
     RecordKind, RootChangeRecord, TlsBindRecord, TlsDataHeader, TlsLibrary,
+    policy::PolicyBlockRecord,
 };
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -106,6 +107,15 @@ pub enum Record {
     },
     RootChange {
         task: Task,
+    },
+    /// A connect the policy programs refused.
+    PolicyBlock {
+        task: Task,
+        /// Index of the rule in the policy of `generation`.
+        rule: u32,
+        generation: u32,
+        addr: IpAddr,
+        port: u16,
     },
 }
 
@@ -253,6 +263,17 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
         RecordKind::ExecMmap => {
             let r: ExecMmapRecord = read(bytes)?;
             Record::ExecMmap { task: t, fd: r.fd }
+        }
+        RecordKind::PolicyBlock => {
+            let r: PolicyBlockRecord = read(bytes)?;
+            let v6 = Ipv6Addr::from(r.addr);
+            Record::PolicyBlock {
+                task: t,
+                rule: r.rule,
+                generation: r.generation,
+                addr: v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+                port: r.port,
+            }
         }
     })
 }

@@ -84,6 +84,30 @@ impl Event {
         fields
     }
 
+    /// Gives `other` this event's actor: the shared process fields, and
+    /// its own fields about the process, container, pod, workload, user
+    /// and agent session.
+    pub fn copy_actor_to(&self, other: &mut Event) {
+        const ACTOR: [&str; 8] = [
+            "process.",
+            "container.",
+            "k8s.",
+            "workload.",
+            "user.",
+            "agent.",
+            "identity.",
+            "host.",
+        ];
+        if let Some(shared) = &self.shared {
+            other.with_shared(Arc::clone(shared));
+        }
+        for (path, value) in &self.fields {
+            if ACTOR.iter().any(|p| path.starts_with(p)) && *path != "process.io.fd" {
+                other.fields.push((path, value.clone()));
+            }
+        }
+    }
+
     pub fn get(&self, path: &str) -> Option<&Value> {
         let own = self.fields.iter().rev().find(|(p, _)| *p == path);
         own.or_else(|| {

@@ -18,6 +18,7 @@ pub mod identity;
 pub mod metrics;
 pub mod model;
 pub mod pipeline;
+pub mod policy;
 pub mod protocol;
 pub mod provider;
 pub mod resolve;

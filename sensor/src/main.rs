@@ -56,6 +56,9 @@ struct Cli {
     /// Directory of the network sinks' spools.
     #[arg(long, global = true)]
     spool_dir: Option<PathBuf>,
+    /// Policy file (TOML); see the README's Policy section.
+    #[arg(long)]
+    policy_file: Option<PathBuf>,
     /// Log filter for stderr (tracing syntax), e.g. `info`, `sensor=debug`.
     #[arg(long, env = "SENSOR_LOG", default_value = "info")]
     log: String,
@@ -73,6 +76,7 @@ Config file keys (TOML; flags above override them):
   host_root = \"/\"                   credential_share_window_secs = 3600
   integrity_key_file = \"/var/lib/sensor/integrity.key\"
   spool_dir = \"/var/lib/sensor/spool\"  metrics_address = off (e.g. \"127.0.0.1:9464\")
+  policy_file = off (e.g. \"/etc/sensor/policy.toml\")
   [[sinks]] name, type = stdout|file|syslog|http, format = native|ocsf, events
     file:   path, rotate_bytes = 104857600, rotate_secs, retain = 10,
             fsync = never|batch|record (batch)
@@ -85,7 +89,7 @@ Config file keys (TOML; flags above override them):
     syslog and http: timeout_secs = 10, spool_max_bytes = 268435456,
             retry_initial_ms = 500, retry_max_ms = 30000, queue_events = 65536
 Signals: SIGTERM/SIGINT stop cleanly (checkpoint, spool); SIGHUP reopens
-files and reloads the `events` filters.";
+files and reloads the `events` filters and the policy file.";
 
 #[derive(Debug, Clone, Subcommand)]
 enum Command {
@@ -119,6 +123,9 @@ enum Command {
     /// and MCP calls that followed (each with the model call it answers),
     /// connections, processes and their exits. Exit status 1 when the
     /// session has no event in the files.
+    /// Policy tools.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
     Timeline {
         /// The `agent.session.id`.
         #[arg(long)]
@@ -129,6 +136,27 @@ enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+}
+
+#[derive(Debug, Clone, Subcommand)]
+enum PolicyCommand {
+    /// Replays recorded events (the sensor's JSON lines) through POLICY
+    /// and prints what it decides for each model call, tool call and
+    /// connect, next to what was recorded, then a count per rule. Exit
+    /// status 0; 2 when the policy is invalid.
+    Test {
+        /// The policy file to try.
+        policy: PathBuf,
+        /// Event files, oldest first.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// One JSON object per judged event, no summary.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Checks a policy file: prints its rules as understood, or the first
+    /// invalid rule and why (exit status 2).
+    Check { policy: PathBuf },
 }
 
 fn main() {
@@ -156,6 +184,9 @@ fn run() -> anyhow::Result<()> {
         let mut out = std::io::stdout().lock();
         sensor::timeline::print(&mut out, session, &events, *json)?;
         std::process::exit(if events.is_empty() { 1 } else { 0 });
+    }
+    if let Some(Command::Policy(command)) = &cli.command {
+        policy_command(command)?;
     }
     let mut config = Config::load(cli.config.as_deref())?;
     if let Some(Command::Verify {
@@ -205,6 +236,51 @@ fn run() -> anyhow::Result<()> {
     runtime.block_on(sensor::daemon::run(config, Box::new(reload)))
 }
 
+#[expect(clippy::print_stdout, reason = "the report is the command's output")]
+fn policy_command(command: &PolicyCommand) -> anyhow::Result<()> {
+    let path = match command {
+        PolicyCommand::Test { policy, .. } | PolicyCommand::Check { policy } => policy,
+    };
+    let policy = match sensor::policy::Policy::load(path) {
+        Ok(policy) => policy,
+        Err(err) => {
+            eprintln!("sensor: error: {err}");
+            std::process::exit(2);
+        }
+    };
+    match command {
+        PolicyCommand::Test { files, json, .. } => {
+            let mut out = std::io::stdout().lock();
+            sensor::policy::dryrun::replay(&policy, files, *json, &mut out)?;
+        }
+        PolicyCommand::Check { .. } => {
+            println!(
+                "policy {} (version {}): {} rule(s), default {}",
+                path.display(),
+                policy.version,
+                policy.rules.len(),
+                policy.default.as_str()
+            );
+            for (i, rule) in policy.rules.iter().enumerate() {
+                println!(
+                    "#{:<3} {:<32} {:<5} {}",
+                    i + 1,
+                    rule.id,
+                    rule.action.as_str(),
+                    if rule.kernel_enforced() {
+                        "enforced in the kernel at connect"
+                    } else if rule.enforce {
+                        "enforce asked, but request terms make it alert-only"
+                    } else {
+                        ""
+                    }
+                );
+            }
+        }
+    }
+    std::process::exit(0);
+}
+
 /// Command-line flags win over the file.
 fn apply_flags(config: &mut Config, cli: &Cli) {
     if let Some(v) = cli.host_name.clone() {
@@ -242,6 +318,9 @@ fn apply_flags(config: &mut Config, cli: &Cli) {
     }
     if let Some(v) = cli.credential_share_window_secs {
         config.credential_share_window_secs = v;
+    }
+    if let Some(v) = cli.policy_file.clone() {
+        config.policy_file = Some(v);
     }
 }
 

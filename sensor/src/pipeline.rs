@@ -27,6 +27,7 @@ use crate::{
         process::{ExecInfo, ProcessTable},
     },
     model,
+    policy::live::LivePolicy,
     protocol::{dns, mcp, tls_hello},
     provider,
     resolve::Resolutions,
@@ -91,6 +92,8 @@ pub struct Pipeline {
     /// The newest record time handled, and records since the last tick.
     caught_up_ns: u64,
     records_since_tick: u64,
+    /// The policy, when one is configured.
+    policy: Option<LivePolicy>,
 }
 
 impl Pipeline {
@@ -128,7 +131,42 @@ impl Pipeline {
             resolutions: Resolutions::default(),
             caught_up_ns: 0,
             records_since_tick: 0,
+            policy: None,
         }
+    }
+
+    /// Judges events by `policy` from now on.
+    pub fn set_policy(&mut self, policy: LivePolicy) {
+        self.policy = Some(policy);
+    }
+
+    /// Sets the policy decision on `event`, emits it (when its action is
+    /// emitted), then the `policy_violation` it raises. `blocked`: the
+    /// kernel refused this connect. Returns the event's id when emitted.
+    fn judge_and_emit(
+        &mut self,
+        mut event: Event,
+        ts: u64,
+        blocked: Option<Option<usize>>,
+    ) -> Option<String> {
+        let violation = match self.policy.as_mut() {
+            Some(policy) => match policy.judge(&mut event, blocked) {
+                Some(decision) => policy.violation(&event, &decision, ts),
+                None => None,
+            },
+            None => None,
+        };
+        let id = self
+            .config
+            .emits(event.action())
+            .then(|| self.emit_at(event, ts));
+        if let Some(mut violation) = violation
+            && self.config.emits("policy_violation")
+        {
+            violation.set("causation.parent_event_id", id.clone());
+            self.emit_at(violation, ts);
+        }
+        id
     }
 
     /// Shares the attacher's results (which files are probed).
@@ -282,13 +320,17 @@ impl Pipeline {
                     return;
                 }
                 let ok = ret == 0 || in_progress;
+                let blocked = self
+                    .policy
+                    .as_mut()
+                    .and_then(|p| p.take_block(task.tid, addr, port));
                 let remote = SocketAddr::new(addr, port);
                 let domain = self.resolutions.lookup(task.pid, addr).map(str::to_owned);
                 if ok {
                     self.conns
                         .on_connect(task.pid, fd, remote, task.ts_ns, domain.clone());
                 }
-                if self.config.emits("connect") {
+                if self.config.emits("connect") || self.policy.is_some() {
                     let mut event = Event::new("connect");
                     event
                         .set("event.kind", "event")
@@ -310,7 +352,7 @@ impl Pipeline {
                         event.set("error.code", errno_name(-ret));
                     }
                     self.with_process(&mut event, &task);
-                    self.emit_at(event, task.ts_ns);
+                    self.judge_and_emit(event, task.ts_ns, blocked);
                 }
             }
             Record::Close {
@@ -344,6 +386,9 @@ impl Pipeline {
                 Ok(answers) => {
                     self.resolutions.answers += 1;
                     for a in answers {
+                        if let Some(policy) = self.policy.as_mut() {
+                            policy.learn(&a.name, a.addr);
+                        }
                         self.resolutions.insert(chunk.task.pid, &a.name, a.addr);
                     }
                 }
@@ -361,6 +406,17 @@ impl Pipeline {
             }
             Record::ExecMmap { task, .. } | Record::RootChange { task } => {
                 self.request_scan(task.pid)
+            }
+            Record::PolicyBlock {
+                task,
+                rule,
+                generation,
+                addr,
+                port,
+            } => {
+                if let Some(policy) = self.policy.as_mut() {
+                    policy.on_block(task.tid, rule, generation, addr, port, task.ts_ns);
+                }
             }
         }
     }
@@ -382,6 +438,11 @@ impl Pipeline {
         let remote =
             self.conns
                 .on_client_hello(pid, fd, hello.server_name.clone(), hello.alpn.clone());
+        if let (Some(policy), Some(name), Some(remote)) =
+            (self.policy.as_mut(), hello.server_name.as_deref(), remote)
+        {
+            policy.learn(name, remote.ip());
+        }
         let Some(matched) = self
             .blind
             .model_endpoint(hello.server_name.as_deref(), remote)
@@ -552,6 +613,9 @@ impl Pipeline {
         for spot in self.blind.expire(now) {
             self.emit_blind_spot(spot);
         }
+        if let Some(policy) = self.policy.as_mut() {
+            policy.tick(now);
+        }
     }
 
     fn on_exchanges(&mut self, exchanges: Vec<Exchange>) {
@@ -609,7 +673,14 @@ impl Pipeline {
                 .map(|h| model::split_host(h).0)
                 .as_deref(),
         );
-        if !self.config.emits("model_call") {
+        if let (Some(policy), Some(conn), Some(host)) = (
+            self.policy.as_mut(),
+            conn.as_ref(),
+            ex.request.headers.get_str("host"),
+        ) {
+            policy.learn(&model::split_host(host).0, conn.remote.ip());
+        }
+        if !self.config.emits("model_call") && self.policy.is_none() {
             return;
         }
         let (mut event, info) =
@@ -617,7 +688,9 @@ impl Pipeline {
         self.with_process(&mut event, &Self::task_of(ex));
         let shared = self.observe_credential(&mut event, ex.pid, ex.request.first_ts);
         let session = self.agents.get(ex.pid).map(|m| m.session_id.clone());
-        let id = self.emit_at(event, ex.request.first_ts);
+        let Some(id) = self.judge_and_emit(event, ex.request.first_ts, None) else {
+            return;
+        };
         if let Some(session) = session {
             self.agents.model_call(
                 &session,
@@ -684,7 +757,7 @@ impl Pipeline {
             self.mcp_fields(&mut event, ex, m, &mark.session_id);
         }
         self.with_process(&mut event, &Self::task_of(ex));
-        self.emit_at(event, ex.request.first_ts);
+        self.judge_and_emit(event, ex.request.first_ts, None);
     }
 
     fn mcp_fields(&mut self, event: &mut Event, ex: &Exchange, m: &mcp::McpRequest, session: &str) {
@@ -844,6 +917,13 @@ impl Pipeline {
         };
         let identity = Arc::new(identity);
         self.procs.set_identity(pid, Arc::clone(&identity));
+        if let (Some(policy), Some(cgroup)) = (self.policy.as_mut(), cgroup_id)
+            && policy.enforcing()
+        {
+            let mut facts = Event::default();
+            facts.set_identity(&identity, self.identity.node_name());
+            policy.judge_cgroup(cgroup, Arc::new(facts.into_fields()));
+        }
         Some(identity)
     }
 
@@ -1006,12 +1086,39 @@ impl Pipeline {
             let mut c = c.clone();
             c.events.clear();
             c.sinks.clear();
+            c.policy_file = c.policy_file.is_some().then(Default::default);
             c
         };
         if neutral(&self.config) != neutral(new) {
-            notes.push("settings other than `events` changed; they apply at the next start".into());
+            notes.push(
+                "settings other than `events` and the policy changed; they apply at the next start"
+                    .into(),
+            );
         }
         self.config.events = new.events.clone();
+        if let (Some(live), Some(path)) = (self.policy.as_mut(), new.policy_file.as_deref()) {
+            match crate::policy::Policy::load(path) {
+                Ok(policy) => {
+                    tracing::info!(
+                        version = %policy.version,
+                        rules = policy.rules.len(),
+                        "policy reloaded"
+                    );
+                    if policy.enforces() && !live.enforcing() {
+                        notes.push(
+                            "the new policy enforces rules but the connect hooks are not attached: \
+                             its denials are reported, not enforced"
+                                .into(),
+                        );
+                    }
+                    live.replace(policy);
+                    self.config.policy_file = Some(path.to_path_buf());
+                }
+                Err(err) => notes.push(format!(
+                    "policy reload refused, the running policy stays: {err}"
+                )),
+            }
+        }
         notes
     }
 
@@ -1134,6 +1241,7 @@ impl Pipeline {
             .set("sensor.tls.check_failures", attach.check_failures)
             .set("sensor.kernel.cleartext_calls", kernel.cleartext_calls)
             .set("sensor.kernel.iovec_truncated", kernel.iovec_truncated)
+            .set("sensor.kernel.policy_blocks", kernel.policy_blocks)
             .set(
                 "sensor.blind_spots",
                 serde_json::to_value(self.blind.stats).unwrap_or_default(),
@@ -1141,6 +1249,19 @@ impl Pipeline {
             .set(
                 "sensor.agents",
                 serde_json::to_value(self.agents.stats).unwrap_or_default(),
+            )
+            .set(
+                "sensor.policy",
+                self.policy.as_ref().map(|p| {
+                    json!({
+                        "version": p.policy().version,
+                        "rules": p.policy().rules.len(),
+                        "enforcing": p.enforcing(),
+                        "kernel_blocks": kernel.policy_blocks,
+                        "decisions": p.stats,
+                        "enforcement": p.enforce_stats(),
+                    })
+                }),
             )
             .set("sensor.dns.answers", self.resolutions.answers)
             .set("sensor.dns.errors", self.resolutions.errors);

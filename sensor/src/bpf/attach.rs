@@ -222,16 +222,7 @@ impl Attacher {
         stats: Arc<Mutex<AttachStats>>,
     ) -> Result<Self, LoadError> {
         for name in PROGRAMS {
-            let program: &mut UProbe = ebpf
-                .program_mut(name)
-                .ok_or_else(|| LoadError::MissingProgram {
-                    name: name.to_owned(),
-                })?
-                .try_into()
-                .map_err(|source| LoadError::Program {
-                    name: name.to_owned(),
-                    source,
-                })?;
+            let program: &mut UProbe = super::program(&mut ebpf, name)?;
             program.load().map_err(|source| LoadError::Program {
                 name: name.to_owned(),
                 source,

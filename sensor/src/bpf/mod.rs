@@ -4,6 +4,7 @@
 pub mod attach;
 pub mod elf;
 pub mod golang;
+pub mod policy;
 
 use std::path::Path;
 
@@ -43,6 +44,11 @@ pub enum LoadError {
     Program {
         name: String,
         source: aya::programs::ProgramError,
+    },
+    #[error("opening the cgroup v2 root {path}")]
+    Cgroup {
+        path: String,
+        source: std::io::Error,
     },
     #[error("map {name}")]
     Map {
@@ -92,6 +98,9 @@ pub struct Loaded {
     pub events: RingBuf<MapData>,
     pub counters: PerCpuArray<MapData, u64>,
     pub tables: KernelTables,
+    /// The connect hooks' tables, when they were asked for and attached;
+    /// else why not.
+    pub policy: Option<Result<policy::PolicyTables, String>>,
 }
 
 /// The kernel's per-process connection tables, which user space cleans
@@ -216,7 +225,10 @@ fn parse_field_offset(format: &str, field: &str) -> Option<u32> {
 /// tracepoint. Uprobes are attached later by [`attach::Attacher`].
 /// `wakeup_bytes` is the ring backlog above which a record wakes the
 /// consumer (0: every record does).
-pub fn load(ring_bytes: u32, wakeup_bytes: u64) -> Result<Loaded, LoadError> {
+/// With `policy_hooks`, the connect programs of policy enforcement are
+/// attached to the cgroup v2 root too; failing that is reported in
+/// [`Loaded::policy`], not an error here.
+pub fn load(ring_bytes: u32, wakeup_bytes: u64, policy_hooks: bool) -> Result<Loaded, LoadError> {
     if EBPF_OBJECT.is_empty() {
         return Err(LoadError::NotBuilt);
     }
@@ -239,16 +251,7 @@ pub fn load(ring_bytes: u32, wakeup_bytes: u64) -> Result<Loaded, LoadError> {
         .map_max_entries("EVENTS", ring_bytes)
         .load(EBPF_OBJECT)?;
     for (name, category, event) in TRACEPOINTS {
-        let program: &mut TracePoint = ebpf
-            .program_mut(name)
-            .ok_or_else(|| LoadError::MissingProgram {
-                name: (*name).to_owned(),
-            })?
-            .try_into()
-            .map_err(|source| LoadError::Program {
-                name: (*name).to_owned(),
-                source,
-            })?;
+        let program: &mut TracePoint = program(&mut ebpf, name)?;
         program
             .load()
             .and_then(|()| program.attach(category, event).map(drop))
@@ -257,6 +260,18 @@ pub fn load(ring_bytes: u32, wakeup_bytes: u64) -> Result<Loaded, LoadError> {
                 source,
             })?;
     }
+    let policy = policy_hooks.then(|| match policy::cgroup2_root() {
+        Some(root) => policy::attach(&mut ebpf, &root).map_err(|e| {
+            let mut text = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                text.push_str(&format!(": {s}"));
+                source = s.source();
+            }
+            text
+        }),
+        None => Err("no cgroup v2 hierarchy is mounted (cgroup2 in /proc/1/mountinfo)".into()),
+    });
     let events = take_map(&mut ebpf, "EVENTS")?;
     let events = RingBuf::try_from(events).map_err(|source| LoadError::Map {
         name: "EVENTS".into(),
@@ -278,7 +293,24 @@ pub fn load(ring_bytes: u32, wakeup_bytes: u64) -> Result<Loaded, LoadError> {
         events,
         counters,
         tables,
+        policy,
     })
+}
+
+/// A program of the object, as its type.
+pub(crate) fn program<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T, LoadError>
+where
+    &'a mut aya::programs::Program: TryInto<&'a mut T, Error = aya::programs::ProgramError>,
+{
+    ebpf.program_mut(name)
+        .ok_or_else(|| LoadError::MissingProgram {
+            name: name.to_owned(),
+        })?
+        .try_into()
+        .map_err(|source| LoadError::Program {
+            name: name.to_owned(),
+            source,
+        })
 }
 
 /// A (LRU) hash map taken out of the object for user space to update.
@@ -309,6 +341,8 @@ pub struct KernelCounters {
     pub cleartext_calls: u64,
     /// Vectored socket calls with more buffers than the kernel copies.
     pub iovec_truncated: u64,
+    /// Connects refused by the policy programs.
+    pub policy_blocks: u64,
 }
 
 pub fn read_counters(map: &PerCpuArray<MapData, u64>) -> KernelCounters {
@@ -324,6 +358,7 @@ pub fn read_counters(map: &PerCpuArray<MapData, u64>) -> KernelCounters {
         tls_orphan_returns: sum(counter::TLS_ORPHAN_RETURNS),
         cleartext_calls: sum(counter::CLEARTEXT_CALLS),
         iovec_truncated: sum(counter::IOVEC_TRUNCATED),
+        policy_blocks: sum(counter::POLICY_BLOCKS),
     }
 }
 

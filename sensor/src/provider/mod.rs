@@ -129,6 +129,28 @@ pub fn provider_name(host: Option<&str>, shape: ApiShape) -> String {
 
 /// The model provider serving a host name (lower case, no port), if it is
 /// one of the public model APIs.
+/// Exact host names of the public providers (each [`known_provider`]
+/// names its provider), for policies that must find a provider's
+/// addresses before any traffic shows them. Regional and per-tenant hosts
+/// (Azure, Bedrock, Vertex) are only learned from DNS answers and TLS
+/// server names.
+pub const KNOWN_HOSTS: [&str; 14] = [
+    "api.openai.com",
+    "api.anthropic.com",
+    "api.mistral.ai",
+    "api.groq.com",
+    "api.deepseek.com",
+    "api.x.ai",
+    "generativelanguage.googleapis.com",
+    "openrouter.ai",
+    "api.together.xyz",
+    "api.fireworks.ai",
+    "aiplatform.googleapis.com",
+    "api.cohere.com",
+    "api.cohere.ai",
+    "api.perplexity.ai",
+];
+
 pub fn known_provider(h: &str) -> Option<&'static str> {
     match h {
         "api.openai.com" => Some("openai"),

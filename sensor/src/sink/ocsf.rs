@@ -8,6 +8,7 @@
 //! | `connect` | Network Activity (4001) | 1 Open; on failure 5 Refuse (`ECONNREFUSED`) or 4 Fail |
 //! | `process_exec` / `process_exit` | Process Activity (1007) | 1 Launch (actor: the parent) / 2 Terminate (actor: the process) |
 //! | `credential_shared` | Detection Finding (2004) | 1 Create (two actors), 2 Update (more) |
+//! | `policy_violation` | Detection Finding (2004) | 1 Create; the rule is the analytic |
 //! | `sensor_health` | Application Lifecycle (6002) | 3 Start (`ready`), 4 Stop (`stopped`), 99 `Heartbeat` (`running`, `degraded`) |
 //! | `sensor_checkpoint` | Application Lifecycle (6002) | 99 `Checkpoint` |
 //! | anything else | Base Event (0) | 99 Other, `activity_name` = the action |
@@ -65,6 +66,7 @@ pub fn encode(event: &Value) -> Value {
         Some("process_exit") => process_activity(&mut native, Launch::Exit),
         Some("credential_shared") => credential_shared(&mut native),
         Some("blind_spot") => blind_spot(&mut native),
+        Some("policy_violation") => policy_violation(&mut native),
         Some("sensor_health") => sensor_lifecycle(&mut native, false),
         Some("sensor_checkpoint") => sensor_lifecycle(&mut native, true),
         _ => None,
@@ -527,12 +529,7 @@ fn credential_shared(n: &mut Native) -> Option<Obj> {
         .peek_int("credential.actor_count", 0, i64::MAX)
         .is_some_and(|c| c > 2);
     let (activity_id, activity_name) = if update { (2, "Update") } else { (1, "Create") };
-    classify(&mut out, &DETECTION_FINDING, activity_id, activity_name);
-    severity(&mut out, 4);
-    status(&mut out, 1, "New");
-    out.insert("is_alert".into(), json!(true));
-    out.insert("confidence_id".into(), json!(3));
-    out.insert("confidence".into(), json!("High"));
+    finding(&mut out, activity_id, activity_name, 4);
 
     let uid = match n.peek_str("credential.fingerprint") {
         Some(fp) => format!("credential_shared:{fp}"),
@@ -574,12 +571,7 @@ fn credential_shared(n: &mut Native) -> Option<Obj> {
 fn blind_spot(n: &mut Native) -> Option<Obj> {
     let mut cx = Ctx::default();
     let mut out = Obj::new();
-    classify(&mut out, &DETECTION_FINDING, 1, "Create");
-    severity(&mut out, 3);
-    status(&mut out, 1, "New");
-    out.insert("is_alert".into(), json!(true));
-    out.insert("confidence_id".into(), json!(3));
-    out.insert("confidence".into(), json!("High"));
+    finding(&mut out, 1, "Create", 3);
     let reason = n
         .peek_str("blind_spot.reason")
         .unwrap_or("unknown")
@@ -598,18 +590,68 @@ fn blind_spot(n: &mut Native) -> Option<Obj> {
             },
         }),
     );
+    destination_evidence(&mut out, n, &mut cx);
+    common(&mut out, n);
+    Some(finish(out, std::mem::take(n), cx))
+}
+
+// ---------------------------------------------------------------------
+// policy_violation: Detection Finding
+
+fn policy_violation(n: &mut Native) -> Option<Obj> {
+    let mut cx = Ctx::default();
+    let mut out = Obj::new();
+    let decision = n.peek_str("policy.decision").unwrap_or("alert").to_owned();
+    finding(
+        &mut out,
+        1,
+        "Create",
+        if decision == "deny" { 4 } else { 3 },
+    );
+    let rule = n.peek_str("policy.rule")?.to_owned();
+    out.insert(
+        "finding_info".into(),
+        json!({
+            "uid": format!("policy_violation:{}", n.peek_str("event.id")?),
+            "title": format!("Policy {decision}: rule {rule}"),
+            "types": ["policy_violation", decision],
+            "analytic": {
+                "type_id": 1,
+                "type": "Rule",
+                "name": rule,
+                "uid": format!("policy.{rule}"),
+            },
+        }),
+    );
+    destination_evidence(&mut out, n, &mut cx);
+    common(&mut out, n);
+    Some(finish(out, std::mem::take(n), cx))
+}
+
+/// A Detection Finding's class, activity, severity, and the fields every
+/// finding of the sensor shares (new, an alert, high confidence).
+fn finding(out: &mut Obj, activity_id: i64, activity_name: &str, severity_id: i64) {
+    classify(out, &DETECTION_FINDING, activity_id, activity_name);
+    severity(out, severity_id);
+    status(out, 1, "New");
+    out.insert("is_alert".into(), json!(true));
+    out.insert("confidence_id".into(), json!(3));
+    out.insert("confidence".into(), json!("High"));
+}
+
+/// The one evidence of a finding about a connection: where it went and
+/// which process made it.
+fn destination_evidence(out: &mut Obj, n: &mut Native, cx: &mut Ctx) {
     let mut evidence = Obj::new();
     if let Some(dst) = dst_endpoint(n) {
         evidence.insert("dst_endpoint".into(), Value::Object(dst));
     }
-    if let Some(process) = process(n, &mut cx, true) {
+    if let Some(process) = process(n, cx, true) {
         evidence.insert("process".into(), Value::Object(process));
     }
     if !evidence.is_empty() {
         out.insert("evidences".into(), json!([Value::Object(evidence)]));
     }
-    common(&mut out, n);
-    Some(finish(out, std::mem::take(n), cx))
 }
 
 /// One actor of `credential.actors`. Actors carry no pid (they stand for
