@@ -36,7 +36,7 @@ pub fn workspace() -> PathBuf {
         .to_path_buf()
 }
 
-fn env_path(name: &str) -> PathBuf {
+pub fn env_path(name: &str) -> PathBuf {
     PathBuf::from(std::env::var_os(name).unwrap_or_else(|| {
         panic!("{name} is not set: run the integration tests through `cargo xtask test`, which sets it up")
     }))

@@ -10,13 +10,12 @@
 //! tests fail (they never skip).
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 
-use base64::Engine as _;
 use sensor_tests::{
     FakeApi, WAIT, action, assert_schema_valid, fake_key,
-    runtime::{self, PodFinished, PodOpts, RunOpts},
+    runtime::{self, PodFinished, PodOpts, RunOpts, service_account_token},
     scratch, shared_sensor, unique,
 };
-use serde_json::{Value, json};
+use serde_json::Value;
 
 const CA_IN_CONTAINER: &str = "/etc/sensor-test/ca.pem";
 
@@ -119,27 +118,6 @@ fn containerd_container() {
 
 /// A projected service-account token as the API server issues it (the
 /// signature is not checked by the sensor; the claims are what it reads).
-fn service_account_token(namespace: &str, sa: &str, pod: &str, pod_uid: &str) -> String {
-    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    let claims = json!({
-        "aud": ["https://kubernetes.default.svc.cluster.local"],
-        "exp": 4_102_444_800u64, "iat": 1_700_000_000u64, "nbf": 1_700_000_000u64,
-        "iss": "https://kubernetes.default.svc.cluster.local",
-        "kubernetes.io": {
-            "namespace": namespace,
-            "pod": {"name": pod, "uid": pod_uid},
-            "serviceaccount": {"name": sa, "uid": "5d3c9a70-0000-4000-8000-000000000001"},
-        },
-        "sub": format!("system:serviceaccount:{namespace}:{sa}"),
-    });
-    format!(
-        "{}.{}.{}",
-        b64.encode(br#"{"alg":"RS256","kid":"sensor-test"}"#),
-        b64.encode(claims.to_string()),
-        b64.encode(b"signature-not-checked")
-    )
-}
-
 struct Pod {
     finished: PodFinished,
     service_account: String,

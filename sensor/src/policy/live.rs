@@ -256,7 +256,7 @@ impl LivePolicy {
 }
 
 /// Who acted, as the rate limiter keys it: the pod, the container, the
-/// login user, the user, else the process.
+/// login user or user with the executable, else the process.
 fn actor_key(e: &dyn Facts) -> String {
     let s = |p: &str| {
         e.fact(p)
@@ -268,11 +268,13 @@ fn actor_key(e: &dyn Facts) -> String {
     if let Some(id) = s("container.id") {
         return format!("container:{id}");
     }
+    // On the host: a person or user running a program.
+    let exe = s("process.executable.path").unwrap_or_default();
     if let Some(l) = s("process.loginuid") {
-        return format!("host-login:{l}");
+        return format!("host-login:{l}:{exe}");
     }
     if let Some(u) = s("process.user.id") {
-        return format!("host-user:{u}");
+        return format!("host-user:{u}:{exe}");
     }
     format!("host-process:{}", s("process.pid").unwrap_or_default())
 }
