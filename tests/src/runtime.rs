@@ -866,6 +866,31 @@ impl Drop for Sandbox {
     }
 }
 
+/// A projected service account token as the kubelet mounts it: a JWT
+/// whose `kubernetes.io` claim names the namespace, pod and service
+/// account (the signature is not checked by anyone here).
+pub fn service_account_token(namespace: &str, sa: &str, pod: &str, pod_uid: &str) -> String {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let claims = serde_json::json!({
+        "aud": ["https://kubernetes.default.svc.cluster.local"],
+        "exp": 4_102_444_800u64, "iat": 1_700_000_000u64, "nbf": 1_700_000_000u64,
+        "iss": "https://kubernetes.default.svc.cluster.local",
+        "kubernetes.io": {
+            "namespace": namespace,
+            "pod": {"name": pod, "uid": pod_uid},
+            "serviceaccount": {"name": sa, "uid": "5d3c9a70-0000-4000-8000-000000000001"},
+        },
+        "sub": format!("system:serviceaccount:{namespace}:{sa}"),
+    });
+    format!(
+        "{}.{}.{}",
+        b64.encode(br#"{"alg":"RS256","kid":"sensor-test"}"#),
+        b64.encode(claims.to_string()),
+        b64.encode(b"signature-not-checked")
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -904,29 +929,4 @@ mod tests {
         assert!(id.bytes().all(|b| b.is_ascii_hexdigit()));
         assert_ne!(id, random_hex_id());
     }
-}
-
-/// A projected service account token as the kubelet mounts it: a JWT
-/// whose `kubernetes.io` claim names the namespace, pod and service
-/// account (the signature is not checked by anyone here).
-pub fn service_account_token(namespace: &str, sa: &str, pod: &str, pod_uid: &str) -> String {
-    use base64::Engine as _;
-    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    let claims = serde_json::json!({
-        "aud": ["https://kubernetes.default.svc.cluster.local"],
-        "exp": 4_102_444_800u64, "iat": 1_700_000_000u64, "nbf": 1_700_000_000u64,
-        "iss": "https://kubernetes.default.svc.cluster.local",
-        "kubernetes.io": {
-            "namespace": namespace,
-            "pod": {"name": pod, "uid": pod_uid},
-            "serviceaccount": {"name": sa, "uid": "5d3c9a70-0000-4000-8000-000000000001"},
-        },
-        "sub": format!("system:serviceaccount:{namespace}:{sa}"),
-    });
-    format!(
-        "{}.{}.{}",
-        b64.encode(br#"{"alg":"RS256","kid":"sensor-test"}"#),
-        b64.encode(claims.to_string()),
-        b64.encode(b"signature-not-checked")
-    )
 }
