@@ -150,27 +150,21 @@ fn pods_allowed_denied_in_the_kernel_and_free_again_after_stop() {
 
     // 2. The denied pod: it waits behind a gate until the sensor has seen
     // its first process (enforcement starts once the container's cgroup
-    // is judged, see the README), then its connect is refused in the
-    // kernel.
-    let gate = scratch(&format!("gate-{}", unique()));
+    // is judged, within milliseconds of its first exec: see the README),
+    // then its connect is refused in the kernel.
     let key_b = fake_key("pol-b");
     let model_b = format!("gpt-denied-{}", unique());
-    let (opts, name_b) = pod_opts(&PodSpec {
-        api: &api,
-        namespace: &namespace,
-        service_account: "batch",
-        model: &model_b,
-        key: &key_b,
-        gate: Some(&gate),
-    });
-    let runner = std::thread::spawn(move || runtime::cri_pod(&opts));
-    find(&sensor, "process_exec of the denied pod", |e| {
-        action(e) == "process_exec"
-            && e["k8s"]["pod"]["name"] == name_b.as_str()
-            && e["k8s"]["service_account"]["name"] == "batch"
-    });
-    std::fs::write(gate.join("open"), b"").unwrap();
-    let denied: PodFinished = runner.join().unwrap();
+    let (denied, name_b) = gated_pod(
+        &sensor,
+        &PodSpec {
+            api: &api,
+            namespace: &namespace,
+            service_account: "batch",
+            model: &model_b,
+            key: &key_b,
+            gate: None,
+        },
+    );
     assert_eq!(
         denied.exit_code,
         7,
@@ -347,6 +341,79 @@ fn api_saw(api: &FakeApi, model: &str) -> bool {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Runs a pod of `service_account` held behind a gate until the sensor
+/// has seen its first process; returns the finished pod and its name.
+fn gated_pod(sensor: &Sensor, spec: &PodSpec) -> (PodFinished, String) {
+    let gate = scratch(&format!("gate-{}", unique()));
+    let (opts, name) = pod_opts(&PodSpec {
+        gate: Some(&gate),
+        ..*spec
+    });
+    let runner = std::thread::spawn(move || runtime::cri_pod(&opts));
+    find(sensor, "process_exec of the gated pod", |e| {
+        action(e) == "process_exec"
+            && e["k8s"]["pod"]["name"] == name.as_str()
+            && e["k8s"]["service_account"]["name"] == spec.service_account
+    });
+    std::fs::write(gate.join("open"), b"").unwrap();
+    (runner.join().unwrap(), name)
+}
+
+#[test]
+fn a_reloaded_policy_lifts_the_denial_at_once() {
+    let api = FakeApi::start("policy-reload");
+    let namespace = format!("pol-{}", &unique()[..6]);
+    let dir = scratch("policy-reload");
+    let policy = write_policy(&dir, &namespace, &api);
+    let sensor = Sensor::start(
+        "policy-reload",
+        &[
+            "--policy-file",
+            policy.to_str().unwrap(),
+            "--events",
+            "model_call,connect,policy_violation,process_exec,sensor_health",
+        ],
+    );
+    let key = fake_key("pol-reload");
+    let spec = |model: &'static str| PodSpec {
+        api: &api,
+        namespace: &namespace,
+        service_account: "batch",
+        model,
+        key: &key,
+        gate: None,
+    };
+    let (refused, _) = gated_pod(&sensor, &spec("gpt-before-reload"));
+    assert_eq!(refused.exit_code, 7, "{}", refused.stderr());
+
+    // The same namespace and service account now only alerted on.
+    let relaxed = std::fs::read_to_string(&policy)
+        .unwrap()
+        .replace("action = \"deny\"\nenforce = true", "action = \"alert\"")
+        .replace("batch-no-model-api", "batch-watched");
+    std::fs::write(&policy, relaxed).unwrap();
+    // SAFETY: signalling the sensor under test.
+    unsafe { libc::kill(sensor.pid() as i32, libc::SIGHUP) };
+    let deadline = std::time::Instant::now() + WAIT;
+    while !sensor.stderr_text().contains("policy reloaded") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}",
+            sensor.stderr_text()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (allowed, name) = gated_pod(&sensor, &spec("gpt-after-reload"));
+    allowed.assert_success();
+    let call = find(&sensor, "model_call after the reload", |e| {
+        action(e) == "model_call" && e["k8s"]["pod"]["name"] == name.as_str()
+    });
+    assert_eq!(call["policy"]["rule"], "batch-watched", "{call:#}");
+    assert_eq!(call["policy"]["decision"], "alert");
+    assert!(api_saw(&api, "gpt-after-reload"));
+    assert!(sensor.stop().success());
 }
 
 #[test]
