@@ -171,12 +171,12 @@ pub async fn run(
 
     let mut pipeline = Pipeline::new(config.clone(), host_name, fingerprinter, outputs);
     pipeline.set_kernel_tables(tables);
-    if let Some(policy) = policy {
-        pipeline.set_policy(policy);
-    }
     pipeline.set_scan_sender(scan_tx.clone());
     pipeline.set_attach_stats(Arc::clone(&stats));
     pipeline.procs.seed();
+    if let Some(policy) = policy {
+        pipeline.set_policy(policy);
+    }
     // SAFETY: the fd belongs to the RingBuf owned by the AsyncFd and stays
     // open, and the same, for as long as the AsyncFd lives.
     let mut ring =

@@ -135,9 +135,26 @@ impl Pipeline {
         }
     }
 
-    /// Judges events by `policy` from now on.
+    /// Judges events by `policy` from now on. When it is enforced, the
+    /// cgroups of the processes already running are judged now, so their
+    /// first connects meet their verdicts.
     pub fn set_policy(&mut self, policy: LivePolicy) {
+        let enforcing = policy.enforcing();
         self.policy = Some(policy);
+        let root = enforcing.then(crate::bpf::policy::cgroup2_root).flatten();
+        if let Some(root) = root {
+            for (cgroup_id, pid) in self.procs.one_per_cgroup(&root) {
+                let task = Task {
+                    ts_ns: 0,
+                    pid,
+                    tid: pid,
+                    cgroup_id,
+                    uid: 0,
+                    gid: 0,
+                };
+                self.identity_of(pid, &task);
+            }
+        }
     }
 
     /// Sets the policy decision on `event`, emits it (when its action is

@@ -15,13 +15,14 @@ use serde_json::Value;
 const CA_IN_CONTAINER: &str = "/etc/sensor-test/ca.pem";
 const GATE_IN_CONTAINER: &str = "/etc/sensor-gate";
 
-/// A pod's shell: waits for the gate file when `gated`, then one chat
+/// A pod's shell: waits for a line on the gate FIFO when `gated` (a
+/// shell builtin: nothing is executed while it waits), then one chat
 /// completion with curl.
 fn curl_script(api: &FakeApi, model: &str, gated: bool) -> Vec<String> {
     let url = format!("{}/chat/completions", api.openai_base());
     let body = format!(r#"{{"model":"{model}","messages":[{{"role":"user","content":"hi"}}]}}"#);
     let wait = if gated {
-        format!("while [ ! -e {GATE_IN_CONTAINER}/open ]; do sleep 0.05; done; ")
+        format!("read -r _ < {GATE_IN_CONTAINER}/fifo; ")
     } else {
         String::new()
     };
@@ -40,6 +41,8 @@ struct PodSpec<'a> {
     model: &'a str,
     key: &'a str,
     gate: Option<&'a Path>,
+    /// A bash command instead of curl (after the gate).
+    bash: Option<&'a str>,
 }
 
 fn pod_opts(spec: &PodSpec) -> (PodOpts, String) {
@@ -49,7 +52,15 @@ fn pod_opts(spec: &PodSpec) -> (PodOpts, String) {
     let dir = scratch(&format!("token-{name}"));
     let token_path = dir.join("token");
     std::fs::write(&token_path, token).unwrap();
-    let mut opts = PodOpts::new(&curl_script(spec.api, spec.model, spec.gate.is_some()))
+    let command = match spec.bash {
+        Some(text) => vec![
+            "/bin/bash".to_owned(),
+            "-c".to_owned(),
+            format!("read -r _ < {GATE_IN_CONTAINER}/fifo; {text}"),
+        ],
+        None => curl_script(spec.api, spec.model, spec.gate.is_some()),
+    };
+    let mut opts = PodOpts::new(&command)
         .name(&name)
         .namespace(spec.namespace)
         .uid(&pod_uid)
@@ -133,6 +144,7 @@ fn pods_allowed_denied_in_the_kernel_and_free_again_after_stop() {
         model: &model_a,
         key: &key_a,
         gate: None,
+        bash: None,
     });
     runtime::cri_pod(&opts).assert_success();
     let call = find(&sensor, "model_call of the allowed pod", |e| {
@@ -163,6 +175,7 @@ fn pods_allowed_denied_in_the_kernel_and_free_again_after_stop() {
             model: &model_b,
             key: &key_b,
             gate: None,
+            bash: None,
         },
     );
     assert_eq!(
@@ -320,6 +333,7 @@ fn pods_allowed_denied_in_the_kernel_and_free_again_after_stop() {
         model: &model_c,
         key: &key_b,
         gate: None,
+        bash: None,
     });
     runtime::cri_pod(&opts).assert_success();
     assert!(
@@ -343,10 +357,29 @@ fn api_saw(api: &FakeApi, model: &str) -> bool {
     }
 }
 
+/// A directory with the FIFO a gated pod waits on.
+fn new_gate() -> std::path::PathBuf {
+    let gate = scratch(&format!("gate-{}", unique()));
+    let fifo = std::ffi::CString::new(gate.join("fifo").to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0, "mkfifo");
+    gate
+}
+
+/// Lets the pod waiting on `gate` go on (the open waits for its reader).
+fn open_gate(gate: &Path) {
+    use std::io::Write as _;
+    let mut fifo = std::fs::OpenOptions::new()
+        .write(true)
+        .open(gate.join("fifo"))
+        .unwrap();
+    fifo.write_all(b"go\n").unwrap();
+}
+
 /// Runs a pod of `service_account` held behind a gate until the sensor
 /// has seen its first process; returns the finished pod and its name.
 fn gated_pod(sensor: &Sensor, spec: &PodSpec) -> (PodFinished, String) {
-    let gate = scratch(&format!("gate-{}", unique()));
+    let gate = new_gate();
     let (opts, name) = pod_opts(&PodSpec {
         gate: Some(&gate),
         ..*spec
@@ -357,7 +390,7 @@ fn gated_pod(sensor: &Sensor, spec: &PodSpec) -> (PodFinished, String) {
             && e["k8s"]["pod"]["name"] == name.as_str()
             && e["k8s"]["service_account"]["name"] == spec.service_account
     });
-    std::fs::write(gate.join("open"), b"").unwrap();
+    open_gate(&gate);
     (runner.join().unwrap(), name)
 }
 
@@ -384,6 +417,7 @@ fn a_reloaded_policy_lifts_the_denial_at_once() {
         model,
         key: &key,
         gate: None,
+        bash: None,
     };
     let (refused, _) = gated_pod(&sensor, &spec("gpt-before-reload"));
     assert_eq!(refused.exit_code, 7, "{}", refused.stderr());
@@ -413,6 +447,65 @@ fn a_reloaded_policy_lifts_the_denial_at_once() {
     assert_eq!(call["policy"]["rule"], "batch-watched", "{call:#}");
     assert_eq!(call["policy"]["decision"], "alert");
     assert!(api_saw(&api, "gpt-after-reload"));
+    assert!(sensor.stop().success());
+}
+
+#[test]
+fn a_container_running_before_the_sensor_is_judged_at_start() {
+    let api = FakeApi::start("policy-early");
+    let namespace = format!("pol-{}", &unique()[..6]);
+    let dir = scratch("policy-early");
+    let policy = write_policy(&dir, &namespace, &api);
+    let key = fake_key("pol-early");
+    let gate = new_gate();
+    // bash connects by itself (/dev/tcp): nothing is executed in the pod
+    // after the sensor starts, so only the judging at start can refuse it.
+    let connect = format!("exec 3<>/dev/tcp/127.0.0.1/{} && echo connected", api.port);
+    let (opts, _) = pod_opts(&PodSpec {
+        api: &api,
+        namespace: &namespace,
+        service_account: "batch",
+        model: "gpt-early",
+        key: &key,
+        gate: Some(&gate),
+        bash: Some(&connect),
+    });
+    let runner = std::thread::spawn(move || runtime::cri_pod(&opts));
+    // The pod's shell is waiting at its gate before the sensor starts.
+    let deadline = std::time::Instant::now() + WAIT;
+    while !Command::new("pgrep")
+        .args(["-f", GATE_IN_CONTAINER])
+        .status()
+        .unwrap()
+        .success()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the pod did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let sensor = Sensor::start(
+        "policy-early",
+        &[
+            "--policy-file",
+            policy.to_str().unwrap(),
+            "--events",
+            "connect,policy_violation,sensor_health",
+        ],
+    );
+    open_gate(&gate);
+    let finished = runner.join().unwrap();
+    assert_ne!(finished.exit_code, 0, "{}", finished.stdout());
+    assert!(
+        finished.stderr().contains("Connection refused"),
+        "{}",
+        finished.stderr()
+    );
+    let connect = find(&sensor, "refused connect of the early pod", |e| {
+        action(e) == "connect" && e["server"]["port"] == api.port && e.get("k8s").is_some()
+    });
+    assert_eq!(connect["policy"]["enforcement"], "blocked", "{connect:#}");
     assert!(sensor.stop().success());
 }
 

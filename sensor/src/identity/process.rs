@@ -116,6 +116,31 @@ impl ProcessTable {
         self.live.len()
     }
 
+    /// One live process per cgroup (the lowest pid), for work done once
+    /// per cgroup. Processes read from /proc (running before the sensor)
+    /// get their cgroup v2 id here: the inode of their cgroup's directory
+    /// below `cgroup2_root`.
+    pub fn one_per_cgroup(&mut self, cgroup2_root: &std::path::Path) -> Vec<(u64, u32)> {
+        use std::os::unix::fs::MetadataExt as _;
+        let mut first: std::collections::BTreeMap<u64, u32> = Default::default();
+        for (pid, info) in &mut self.live {
+            if info.cgroup_id.is_none() {
+                info.cgroup_id = fs::read_to_string(format!("/proc/{pid}/cgroup"))
+                    .ok()
+                    .and_then(|text| super::cgroup::parse_proc_cgroup(&text).unified)
+                    .and_then(|path| {
+                        fs::metadata(cgroup2_root.join(path.trim_start_matches('/'))).ok()
+                    })
+                    .map(|m| m.ino());
+            }
+            if let Some(cgroup) = info.cgroup_id {
+                let slot = first.entry(cgroup).or_insert(*pid);
+                *slot = (*slot).min(*pid);
+            }
+        }
+        first.into_iter().collect()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.live.is_empty()
     }
