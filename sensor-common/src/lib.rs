@@ -55,6 +55,10 @@ pub enum RecordKind {
     DnsAnswer = 11,
     /// A connect refused by the policy programs (`cgroup/connect4|6`).
     PolicyBlock = 12,
+    /// JSON-RPC an agent's process wrote to a pipe or other non-socket
+    /// file (MCP over stdio), laid out as a TLS data record
+    /// ([`TlsDataHeader`], `library` cleartext).
+    StdioData = 13,
 }
 
 impl TryFrom<u32> for RecordKind {
@@ -74,6 +78,7 @@ impl TryFrom<u32> for RecordKind {
             10 => Self::TlsClientHello,
             11 => Self::DnsAnswer,
             12 => Self::PolicyBlock,
+            13 => Self::StdioData,
             other => return Err(other),
         })
     }
@@ -137,6 +142,10 @@ impl TlsLibrary {
 /// socket (cleartext, ClientHello) rather than by a TLS library object:
 /// user-space addresses never have it.
 pub const CONN_SOCKET_BIT: u64 = 1 << 63;
+
+/// Set with [`CONN_SOCKET_BIT`] in the `conn` of a stdio stream (the rest
+/// is the fd): one stream position per (process, fd).
+pub const CONN_STDIO_BIT: u64 = 1 << 62;
 
 /// Common prefix of every record.
 #[repr(C)]

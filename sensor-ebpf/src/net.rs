@@ -8,7 +8,7 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use sensor_common::{
-    CONN_SOCKET_BIT, CloseRecord, ConnectRecord, Direction, ExecMmapRecord,
+    CONN_SOCKET_BIT, CONN_STDIO_BIT, CloseRecord, ConnectRecord, Direction, ExecMmapRecord,
     FLAG_CONNECT_IN_PROGRESS, RecordKind, SockKey, SockValue, SslKey, TlsBindRecord, TlsLibrary,
     counter, sock_state,
 };
@@ -271,6 +271,7 @@ fn try_close(ctx: &TracePointContext) -> Result<(), i64> {
         fd: fd as i32,
     };
     let _ = SOCK_TYPE.remove(&key);
+    let _ = STDIO_FDS.remove(&key);
     let Some((sent, received)) = forget_sock(&key) else {
         return Ok(());
     };
@@ -388,6 +389,18 @@ const COPY_HELLO: u8 = 1;
 const COPY_DNS: u8 = 2;
 /// Copy nothing: only count the bytes.
 const COPY_NONE: u8 = 3;
+/// Copy the bytes as JSON-RPC an agent wrote to a pipe (MCP over stdio).
+const COPY_STDIO: u8 = 4;
+
+/// Non-socket fds of agent processes that carried JSON-RPC ((tgid, fd) ->
+/// 1): everything later written to them is copied too (a message larger
+/// than one write continues there).
+#[map]
+static STDIO_FDS: LruHashMap<SockKey, u8> = LruHashMap::with_max_entries(4096, 0);
+
+/// How a JSON-RPC message starts once compact: `{"` then one of the keys a
+/// JSON-RPC 2.0 object has (SDKs write them in different orders).
+const JSONRPC_KEYS: [[u8; 6]; 4] = [*b"jsonrp", *b"method", *b"result", *b"error\""];
 
 /// iovecs copied per call at most; bytes in later ones count as lost.
 const MAX_IOVECS: u64 = 2;
@@ -468,6 +481,9 @@ fn io_classify(
         fd: fd as i32,
     };
     let Some(sock) = SOCKS.get_ptr_mut(&key) else {
+        if direction == Direction::Egress && flags_at == 0 {
+            return stdio_classify(ctx, &key, pid_tgid, shape);
+        }
         return Ok(());
     };
     // SAFETY: pointer from a successful lookup.
@@ -570,6 +586,60 @@ fn io_classify(
     Ok(())
 }
 
+/// A write to something that is not a socket the sensor saw connect (a
+/// pipe, a file, a Unix socket): copied only for agents' processes, and
+/// only when it starts a JSON-RPC message or goes to an fd that carried
+/// one. This is how MCP over stdio between an agent and its child server
+/// is seen: both write, the agent requests and the server answers.
+#[inline(always)]
+fn stdio_classify(
+    ctx: &TracePointContext,
+    key: &SockKey,
+    pid_tgid: u64,
+    shape: Shape,
+) -> Result<(), i64> {
+    if AGENTS.get_ptr(&key.tgid).is_none() {
+        return Ok(());
+    }
+    let (ptr, iovcnt, len) = first_buffer(ctx, shape)?;
+    if STDIO_FDS.get_ptr(key).is_none() {
+        if len < 8 {
+            return Ok(());
+        }
+        let base = if iovcnt == 0 {
+            ptr
+        } else {
+            // SAFETY: user memory via the helper.
+            unsafe { bpf_probe_read_user(ptr as *const u64) }?
+        };
+        // SAFETY: user memory via the helper.
+        let head: [u8; 8] = unsafe { bpf_probe_read_user(base as *const [u8; 8]) }?;
+        if head[0] != b'{' || head[1] != b'"' {
+            return Ok(());
+        }
+        let mut next = [0u8; 6];
+        next.copy_from_slice(&head[2..8]);
+        // `{"id":` is shorter than the others: compare its 4 bytes.
+        let id = next[0] == b'i' && next[1] == b'd' && next[2] == b'"' && next[3] == b':';
+        if !id && !JSONRPC_KEYS.iter().any(|k| *k == next) {
+            return Ok(());
+        }
+        STDIO_FDS.insert(key, &1, 0)?;
+    }
+    let args = IoArgs {
+        conn: CONN_SOCKET_BIT | CONN_STDIO_BIT | (key.fd as u32 as u64),
+        ptr,
+        iovcnt,
+        cap: len,
+        fd: key.fd,
+        direction: Direction::Egress as u8,
+        copy: COPY_STDIO,
+        _pad: [0; 2],
+    };
+    IO_ARGS.insert(&pid_tgid, &args, 0)?;
+    Ok(())
+}
+
 /// Exit of a socket read or write stashed by [`io_enter`]: copies the
 /// bytes transferred (the return value says how many).
 #[inline(always)]
@@ -616,8 +686,11 @@ fn io_exit<const VECTOR: bool>(ctx: &TracePointContext) -> Result<(), i64> {
     if args.copy == COPY_NONE {
         return Ok(());
     }
-    let single = args.copy != COPY_DATA;
-    let cap = if args.copy == COPY_HELLO {
+    let single = args.copy != COPY_DATA && args.copy != COPY_STDIO;
+    let cap = if args.copy == COPY_STDIO {
+        src.kind = RecordKind::StdioData as u8;
+        u64::MAX
+    } else if args.copy == COPY_HELLO {
         src.kind = RecordKind::TlsClientHello as u8;
         HELLO_BYTES
     } else if args.copy == COPY_DNS {

@@ -426,6 +426,8 @@ fn try_emit_plain(src: &Source, buf: u64, len: u64) -> Result<(), i64> {
         RecordKind::TlsClientHello
     } else if src.kind == RecordKind::DnsAnswer as u8 {
         RecordKind::DnsAnswer
+    } else if src.kind == RecordKind::StdioData as u8 {
+        RecordKind::StdioData
     } else {
         RecordKind::TlsData
     });

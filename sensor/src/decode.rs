@@ -96,6 +96,8 @@ pub enum Record {
     ClientHello(TlsData),
     /// A DNS answer read by the process (`data` is the message).
     DnsAnswer(TlsData),
+    /// JSON-RPC an agent's process wrote to a pipe (MCP over stdio).
+    StdioData(TlsData),
     TlsBind {
         task: Task,
         conn: u64,
@@ -221,7 +223,10 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
                 received: r.received,
             }
         }
-        RecordKind::TlsData | RecordKind::TlsClientHello | RecordKind::DnsAnswer => {
+        RecordKind::TlsData
+        | RecordKind::TlsClientHello
+        | RecordKind::DnsAnswer
+        | RecordKind::StdioData => {
             let h: TlsDataHeader = read(bytes)?;
             let data = &bytes[size_of::<TlsDataHeader>()..];
             let len = h.len as usize;
@@ -244,6 +249,8 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
                 Record::ClientHello(chunk)
             } else if kind == RecordKind::DnsAnswer {
                 Record::DnsAnswer(chunk)
+            } else if kind == RecordKind::StdioData {
+                Record::StdioData(chunk)
             } else {
                 Record::TlsData(chunk)
             }

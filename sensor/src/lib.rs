@@ -25,4 +25,5 @@ pub mod resolve;
 pub mod session;
 pub mod sharing;
 pub mod sink;
+pub mod stdio;
 pub mod timeline;

@@ -2,6 +2,8 @@
 //! connection tables -> TLS session reassembly -> HTTP -> model call
 //! recognition -> enriched events -> sink.
 
+mod mcp_events;
+
 use std::{
     collections::BTreeMap,
     net::SocketAddr,
@@ -21,7 +23,6 @@ use crate::{
     credential::Fingerprinter,
     decode::{self, Record, Task},
     event::{Clock, Event, rfc3339},
-    identity::mask::mask_text,
     identity::{
         ProcIdentity, Resolver,
         process::{ExecInfo, ProcessTable},
@@ -94,6 +95,8 @@ pub struct Pipeline {
     records_since_tick: u64,
     /// The policy, when one is configured.
     policy: Option<LivePolicy>,
+    /// MCP over stdio: agents' pipe traffic, requests waiting for answers.
+    stdio: crate::stdio::StdioMcp,
 }
 
 impl Pipeline {
@@ -132,6 +135,7 @@ impl Pipeline {
             caught_up_ns: 0,
             records_since_tick: 0,
             policy: None,
+            stdio: crate::stdio::StdioMcp::default(),
         }
     }
 
@@ -316,6 +320,7 @@ impl Pipeline {
                 }
                 self.agents.on_exit(task.pid);
                 self.resolutions.forget(task.pid);
+                self.stdio.forget_process(task.pid);
                 let fds = self.conns.on_exit(task.pid);
                 if let Some(kernel) = self.kernel.as_mut() {
                     kernel.forget_process(task.pid, &fds, &tls_conns);
@@ -399,6 +404,15 @@ impl Pipeline {
                 self.on_exchanges(exchanges);
             }
             Record::ClientHello(chunk) => self.on_client_hello(&chunk),
+            Record::StdioData(chunk) => {
+                let procs = &mut self.procs;
+                let calls = self.stdio.on_data(&chunk, &mut |pid| {
+                    procs.get_or_resolve(pid).and_then(|p| p.ppid)
+                });
+                for call in calls {
+                    self.on_stdio_call(call);
+                }
+            }
             Record::DnsAnswer(chunk) => match dns::parse_response(&chunk.data) {
                 Ok(answers) => {
                     self.resolutions.answers += 1;
@@ -633,6 +647,7 @@ impl Pipeline {
         if let Some(policy) = self.policy.as_mut() {
             policy.tick(now);
         }
+        self.stdio.expire(now);
     }
 
     fn on_exchanges(&mut self, exchanges: Vec<Exchange>) {
@@ -775,80 +790,6 @@ impl Pipeline {
         }
         self.with_process(&mut event, &Self::task_of(ex));
         self.judge_and_emit(event, ex.request.first_ts, None);
-    }
-
-    fn mcp_fields(&mut self, event: &mut Event, ex: &Exchange, m: &mcp::McpRequest, session: &str) {
-        let session_header = ex
-            .request
-            .headers
-            .get_str("mcp-session-id")
-            .or_else(|| {
-                ex.response
-                    .as_ref()
-                    .and_then(|r| r.headers.get_str("mcp-session-id"))
-            })
-            // The session id is a bearer credential for the session: its
-            // fingerprint, never the value.
-            .map(|s| self.fingerprinter.fingerprint(s.as_bytes()));
-        let server_key = (
-            session.to_owned(),
-            ex.request
-                .headers
-                .get_str("host")
-                .unwrap_or_default()
-                .to_owned(),
-        );
-        event
-            .set("mcp.method.name", m.method.clone())
-            .set("jsonrpc.request.id", m.id.clone())
-            .set("mcp.session.id", session_header);
-        if !m.argument_keys.is_empty() {
-            event.set("mcp.tool.argument_keys", m.argument_keys.clone());
-        }
-        if let Some(args) = &m.arguments_json {
-            event.set(
-                "mcp.tool.arguments.hash",
-                self.fingerprinter.fingerprint(args.as_bytes()),
-            );
-        }
-        if let Some(v) = &m.protocol_version {
-            event.replace("mcp.protocol.version", v.clone());
-        }
-        let answer = ex
-            .response
-            .as_ref()
-            .and_then(|r| mcp::parse_response(r, m.id.as_deref()));
-        if let Some(answer) = &answer {
-            if let (Some(name), true) = (&answer.server_name, m.method == "initialize") {
-                if self.mcp_servers.len() >= 4096 {
-                    self.mcp_servers.clear();
-                }
-                self.mcp_servers.insert(
-                    server_key.clone(),
-                    (name.clone(), answer.server_version.clone()),
-                );
-            }
-            if let Some(v) = &answer.protocol_version {
-                event.replace("mcp.protocol.version", v.clone());
-            }
-            event.set("mcp.tool.result.is_error", answer.tool_is_error);
-            if !answer.tools.is_empty() {
-                event.set("mcp.tools", answer.tools.clone());
-            }
-            if let Some((code, message)) = &answer.error {
-                event
-                    .set("error.code", code.to_string())
-                    .set("error.message", mask_text(message))
-                    .replace("event.outcome", "failure");
-            } else if answer.tool_is_error == Some(true) {
-                event.replace("event.outcome", "failure");
-            }
-        }
-        if let Some((name, version)) = self.mcp_servers.get(&server_key) {
-            event
-                .set("mcp.server.name", name.clone())
-                .set("mcp.server.version", version.clone());
-        }
     }
 
     /// Notes who used the model call's credential; marks the event when the
@@ -1279,6 +1220,10 @@ impl Pipeline {
                         "enforcement": p.enforce_stats(),
                     })
                 }),
+            )
+            .set(
+                "sensor.mcp_stdio",
+                serde_json::to_value(self.stdio.stats).unwrap_or_default(),
             )
             .set("sensor.dns.answers", self.resolutions.answers)
             .set("sensor.dns.errors", self.resolutions.errors);

@@ -67,6 +67,7 @@ fn run_agent(api: &FakeApi, mcp: &McpServer, key: &str, stream: bool) -> Vec<Val
         .arg(format!("https://127.0.0.1:{}/tool/weather", api.port))
         .arg("--mcp-url")
         .arg(format!("http://127.0.0.1:{}/mcp", mcp.port))
+        .arg("--mcp-stdio")
         .arg("--fetch-url")
         .arg(format!("https://127.0.0.1:{}/healthz", api.port))
         .env("SENSOR_TEST_BASE_URL", api.openai_base())
@@ -173,8 +174,9 @@ fn the_chain(stream: bool) {
 
     // MCP over streamable HTTP (cleartext): the handshake, then the call,
     // tied to lookup_order's call by the tool's name.
+    let over_http = |e: &Value| is(agent_pid, "tool_call")(e) && e["network"]["transport"] == "tcp";
     let calls = sensor.wait_for_n(WAIT, 1, |e| {
-        is(agent_pid, "tool_call")(e) && e["mcp"]["method"]["name"] == "tools/call"
+        over_http(e) && e["mcp"]["method"]["name"] == "tools/call"
     });
     let call = calls.first().unwrap_or_else(|| {
         panic!(
@@ -203,8 +205,7 @@ fn the_chain(stream: bool) {
         "{call}"
     );
     assert_eq!(call["mcp"]["tool"]["result"]["is_error"], false, "{call}");
-    let init = sensor
-        .events(|e| is(agent_pid, "tool_call")(e) && e["mcp"]["method"]["name"] == "initialize");
+    let init = sensor.events(|e| over_http(e) && e["mcp"]["method"]["name"] == "initialize");
     assert_eq!(init.len(), 1, "{init:#?}");
     let server = init[0]["mcp"]["server"]["name"]
         .as_str()
@@ -223,6 +224,41 @@ fn the_chain(stream: bool) {
             call["mcp"]["session"]["id"]
         );
     }
+
+    // MCP over stdio: the server the agent started as a child, seen in
+    // the pipe traffic between them (both write JSON-RPC lines).
+    let piped = |e: &Value| is(agent_pid, "tool_call")(e) && e["network"]["transport"] == "pipe";
+    let stdio = sensor.wait_for_n(WAIT, 1, |e| {
+        piped(e) && e["mcp"]["method"]["name"] == "tools/call"
+    });
+    let stdio = stdio.first().unwrap_or_else(|| {
+        panic!(
+            "no MCP tools/call over stdio; agent events: {:#?}\nsensor log:\n{}",
+            sensor.events(|e| pid_of(e) == Some(agent_pid)),
+            sensor.stderr_text()
+        )
+    });
+    assert_eq!(stdio["gen_ai"]["tool"]["name"], "lookup_order", "{stdio}");
+    assert_eq!(stdio["agent"]["session"]["id"], session.as_str());
+    assert_eq!(stdio["causation"]["parent_event_id"], first_id, "{stdio}");
+    assert_eq!(stdio["mcp"]["server"]["name"], server, "{stdio}");
+    assert_eq!(
+        stdio["mcp"]["tool"]["argument_keys"],
+        serde_json::json!(["order_id"]),
+        "{stdio}"
+    );
+    assert_eq!(stdio["mcp"]["tool"]["result"]["is_error"], false, "{stdio}");
+    let server_pid = stdio["mcp"]["server"]["process"]["pid"].as_u64().unwrap();
+    assert_ne!(server_pid, agent_pid);
+    let stdio_init = sensor.events(|e| piped(e) && e["mcp"]["method"]["name"] == "initialize");
+    assert_eq!(stdio_init.len(), 1, "{stdio_init:#?}");
+    assert_eq!(stdio_init[0]["mcp"]["server"]["process"]["pid"], server_pid);
+    // The server's own writes are its answers, not tool calls of its own.
+    assert!(
+        sensor
+            .events(|e| action(e) == "tool_call" && pid_of(e) == Some(server_pid))
+            .is_empty()
+    );
 
     // The child the agent started is part of its session.
     let fetched = sensor.wait_for_n(WAIT, 1, is(curl_pid, "tool_call"));

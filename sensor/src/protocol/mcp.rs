@@ -1,7 +1,9 @@
 //! Model Context Protocol messages (JSON-RPC 2.0) in captured HTTP bodies:
 //! the streamable HTTP transport POSTs one request (or a batch) and gets
 //! JSON or an SSE stream of JSON-RPC messages back; the older SSE
-//! transport answers on a separate stream, which this does not pair.
+//! transport answers on a separate stream, which this does not pair. The
+//! stdio transport's messages, one per line, go through
+//! [`parse_message`].
 //! See https://modelcontextprotocol.io/specification (basic/transports).
 //!
 //! Only what an investigator needs is kept: the method, the tool name, the
@@ -160,13 +162,40 @@ pub fn parse_response(resp: &Response, id: Option<&str>) -> Option<McpResponse> 
         }
     };
     let answer = messages.iter().find(|m| {
-        m.get("jsonrpc").and_then(Value::as_str) == Some("2.0")
-            && (m.get("result").is_some() || m.get("error").is_some())
+        is_response(m)
             && match id {
                 Some(id) => m.get("id").and_then(id_text).as_deref() == Some(id),
                 None => true,
             }
     })?;
+    Some(response_of(answer))
+}
+
+/// Whether `m` is a JSON-RPC 2.0 response (a result or an error).
+fn is_response(m: &Value) -> bool {
+    m.get("jsonrpc").and_then(Value::as_str) == Some("2.0")
+        && (m.get("result").is_some() || m.get("error").is_some())
+}
+
+/// One JSON-RPC message on its own (a line of the stdio transport).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Message {
+    /// A request or notification (no id).
+    Request(McpRequest),
+    /// A response and the id it answers.
+    Response(Option<String>, McpResponse),
+}
+
+/// Reads one JSON-RPC message; `None` when it is not JSON-RPC 2.0.
+pub fn parse_message(text: &[u8]) -> Option<Message> {
+    let v: Value = serde_json::from_slice(text).ok()?;
+    if v.get("method").is_some() {
+        return request(&v).map(Message::Request);
+    }
+    is_response(&v).then(|| Message::Response(v.get("id").and_then(id_text), response_of(&v)))
+}
+
+fn response_of(answer: &Value) -> McpResponse {
     let mut out = McpResponse::default();
     if let Some(err) = answer.get("error") {
         let code = err.get("code").and_then(Value::as_i64).unwrap_or(0);
@@ -200,7 +229,7 @@ pub fn parse_response(resp: &Response, id: Option<&str>) -> Option<McpResponse> 
                 .collect();
         }
     }
-    Some(out)
+    out
 }
 
 #[cfg(test)]
