@@ -1,7 +1,8 @@
 //! What an agent did next: a real tool-using agent (the `openai` SDK and
 //! the MCP Python SDK, tests/clients/agent.py) against the project's fake
 //! model API, whose answer asks for two tools. The agent calls an HTTPS
-//! tool API, an MCP server over streamable HTTP, and runs `curl` as a
+//! tool API, an MCP server over streamable HTTP and over stdio (the same
+//! server as its child), and runs `curl` as a
 //! child. The sensor must mark the agent and its child, report each tool
 //! call tied to the model call that asked for it, keep the trace context,
 //! and `sensor timeline` must print the chain. A process that is not an
