@@ -15,6 +15,7 @@ pub mod decode;
 pub mod event;
 pub mod grpc;
 pub mod identity;
+pub mod mcp_sse;
 pub mod metrics;
 pub mod model;
 pub mod pipeline;

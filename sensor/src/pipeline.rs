@@ -97,6 +97,8 @@ pub struct Pipeline {
     policy: Option<LivePolicy>,
     /// MCP over stdio: agents' pipe traffic, requests waiting for answers.
     stdio: crate::stdio::StdioMcp,
+    /// MCP's legacy SSE transport: calls waiting for their answers.
+    legacy_sse: crate::mcp_sse::LegacySse,
 }
 
 impl Pipeline {
@@ -136,6 +138,7 @@ impl Pipeline {
             records_since_tick: 0,
             policy: None,
             stdio: crate::stdio::StdioMcp::default(),
+            legacy_sse: crate::mcp_sse::LegacySse::default(),
         }
     }
 
@@ -321,6 +324,7 @@ impl Pipeline {
                 self.agents.on_exit(task.pid);
                 self.resolutions.forget(task.pid);
                 self.stdio.forget_process(task.pid);
+                self.legacy_sse.forget_process(task.pid);
                 let fds = self.conns.on_exit(task.pid);
                 if let Some(kernel) = self.kernel.as_mut() {
                     kernel.forget_process(task.pid, &fds, &tls_conns);
@@ -396,6 +400,11 @@ impl Pipeline {
                 }
             }
             Record::TlsData(chunk) => {
+                if chunk.direction == Direction::Ingress
+                    && self.agents.get(chunk.task.pid).is_some()
+                {
+                    self.scan_legacy_answers(&chunk);
+                }
                 if let Some(fd) = chunk.fd {
                     self.blind.covered(chunk.task.pid, fd);
                     self.maybe_release_cleartext(&chunk, fd);
@@ -648,6 +657,9 @@ impl Pipeline {
             policy.tick(now);
         }
         self.stdio.expire(now);
+        for held in self.legacy_sse.expire(now) {
+            self.finish_legacy(held, None);
+        }
     }
 
     fn on_exchanges(&mut self, exchanges: Vec<Exchange>) {
@@ -785,11 +797,41 @@ impl Pipeline {
             .set("causation.match", cause.matched)
             .set("gen_ai.tool.call.id", cause.tool_call_id)
             .set("gen_ai.tool.name", cause.tool_name);
+        let mut held = None;
         if let Some(m) = &mcp {
-            self.mcp_fields(&mut event, ex, m, &mark.session_id);
+            let answered = self.mcp_fields(&mut event, ex, m, &mark.session_id);
+            // The legacy SSE transport: `202 Accepted`, the answer comes on
+            // the session's stream.
+            if !answered && m.id.is_some() && ex.response.as_ref().is_some_and(|r| r.status == 202)
+            {
+                held = Some(m.clone());
+            }
         }
         self.with_process(&mut event, &Self::task_of(ex));
-        self.judge_and_emit(event, ex.request.first_ts, None);
+        match held {
+            Some(request) => {
+                let server_key = (
+                    mark.session_id.clone(),
+                    ex.request
+                        .headers
+                        .get_str("host")
+                        .unwrap_or_default()
+                        .to_owned(),
+                );
+                self.hold_legacy(
+                    ex.pid,
+                    crate::mcp_sse::Held {
+                        event,
+                        request,
+                        ts: ex.request.first_ts,
+                        server_key,
+                    },
+                );
+            }
+            None => {
+                self.judge_and_emit(event, ex.request.first_ts, None);
+            }
+        }
     }
 
     /// Notes who used the model call's credential; marks the event when the
@@ -1147,6 +1189,9 @@ impl Pipeline {
         let now = self.clock.now_boot_ns();
         let exchanges = self.sessions.drain(now);
         self.on_exchanges(exchanges);
+        for held in self.legacy_sse.drain() {
+            self.finish_legacy(held, None);
+        }
     }
 
     /// A `sensor_health` event with every counter.
@@ -1224,6 +1269,10 @@ impl Pipeline {
             .set(
                 "sensor.mcp_stdio",
                 serde_json::to_value(self.stdio.stats).unwrap_or_default(),
+            )
+            .set(
+                "sensor.mcp_sse",
+                serde_json::to_value(self.legacy_sse.stats).unwrap_or_default(),
             )
             .set("sensor.dns.answers", self.resolutions.answers)
             .set("sensor.dns.errors", self.resolutions.errors);

@@ -2,7 +2,8 @@
 """A small tool-using agent: a model call, then what an agent does next (see README.md).
 
 usage: agent.py [--stream] [--include-usage] [--tool-url URL] [--fetch-url URL]
-                [--mcp-url URL] [--mcp-stdio] [--mcp-mode legacy|auto|VERSION]
+                [--mcp-url URL] [--mcp-sse-url URL] [--mcp-stdio]
+                [--mcp-mode legacy|auto|VERSION]
                 [--mcp-error] [common options]
 
 Steps, each printed as one JSON line on stdout:
@@ -13,9 +14,10 @@ Steps, each printed as one JSON line on stdout:
       get_weather  -> GET TOOL_URL?city=CITY (urllib, HTTPS with the test CA) with a fresh
                       W3C traceparent header.  Line: step "tool_http".
       lookup_order -> MCP tools/call over streamable HTTP at --mcp-url (MCP Python SDK),
-                      and over stdio too with --mcp-stdio (tests/fixtures/mcp_server.py
-                      --transport stdio started as a child with this Python).  One line
-                      per call: step "mcp_call".
+                      over the legacy HTTP+SSE transport at --mcp-sse-url (always the
+                      initialize handshake), and over stdio with --mcp-stdio
+                      (tests/fixtures/mcp_server.py --transport stdio started as a child
+                      with this Python).  One line per call: step "mcp_call".
   (c) with --fetch-url: `curl -sS --cacert CA -w '\\n%{http_code}' URL` as a child process.
       Line: step "fetch" (its "pid" is curl's).
   (d) a second chat completion with the tool results as "tool" messages.  Line: step
@@ -55,6 +57,7 @@ ap.add_argument("--tool-url", help="HTTPS tool API for get_weather, e.g. "
                 "https://127.0.0.1:PORT/tool/weather (the fake model API serves it)")
 ap.add_argument("--fetch-url", help="URL fetched by a curl child process")
 ap.add_argument("--mcp-url", help="streamable-HTTP MCP endpoint, e.g. http://127.0.0.1:P/mcp")
+ap.add_argument("--mcp-sse-url", help="legacy HTTP+SSE MCP endpoint, e.g. http://127.0.0.1:P/sse")
 ap.add_argument("--mcp-stdio", action="store_true",
                 help="also call lookup_order over stdio (mcp_server.py as a child)")
 ap.add_argument("--mcp-mode", default="legacy", help="MCP SDK connect mode (legacy|auto|VERSION)")
@@ -62,8 +65,8 @@ ap.add_argument("--mcp-error", action="store_true",
                 help="declare lookup_order.order_id with enum [\"bad\"]: an MCP error result")
 args = ap.parse_args()
 c.check(args)
-if not (args.tool_url or args.mcp_url or args.mcp_stdio):
-    c.fail("nothing to do: give --tool-url, --mcp-url and/or --mcp-stdio")
+if not (args.tool_url or args.mcp_url or args.mcp_sse_url or args.mcp_stdio):
+    c.fail("nothing to do: give --tool-url, --mcp-url, --mcp-sse-url and/or --mcp-stdio")
 CA = args.ca or os.environ.get("SSL_CERT_FILE")
 
 
@@ -88,7 +91,7 @@ TOOLS = []
 if args.tool_url:
     TOOLS.append(function_tool("get_weather", "Current weather in a city.", "city",
                                {"type": "string"}))
-if args.mcp_url or args.mcp_stdio:
+if args.mcp_url or args.mcp_sse_url or args.mcp_stdio:
     schema = {"type": "string"}
     if args.mcp_error:
         schema["enum"] = ["bad"]
@@ -189,6 +192,7 @@ async def mcp_call(transport, name, arguments):
     """One MCP session: connect, tools/call, disconnect.  -> (line fields, result text)."""
     import httpx2
     from mcp import Client, StdioServerParameters
+    from mcp.client.sse import sse_client
     from mcp.client.streamable_http import streamable_http_client
 
     fields = {"transport": transport}
@@ -206,13 +210,18 @@ async def mcp_call(transport, name, arguments):
                                   event_hooks={"response": [on_response]})
         target = streamable_http_client(args.mcp_url, http_client=http)
         fields.update(url=args.mcp_url, traceparent=tp)
+    elif transport == "sse":
+        http = None
+        target = sse_client(args.mcp_sse_url, timeout=args.timeout)
+        fields.update(url=args.mcp_sse_url)
     else:
         http = None
         target = StdioServerParameters(command=sys.executable,
                                        args=[MCP_SERVER, "--transport", "stdio"])
         fields.update(command=[sys.executable, MCP_SERVER, "--transport", "stdio"])
     try:
-        async with Client(target, mode=args.mcp_mode, read_timeout_seconds=args.timeout) as cl:
+        mode = "legacy" if transport == "sse" else args.mcp_mode
+        async with Client(target, mode=mode, read_timeout_seconds=args.timeout) as cl:
             server_pids = child_pids("mcp_server.py") if transport == "stdio" else []
             r = await cl.call_tool(name, arguments)
             version = cl.protocol_version
@@ -244,7 +253,9 @@ def leaf_errors(e):
 
 def run_mcp(call, arguments):
     text = None
-    transports = (["streamable-http"] if args.mcp_url else []) + (["stdio"] if args.mcp_stdio else [])
+    transports = ((["streamable-http"] if args.mcp_url else [])
+                  + (["sse"] if args.mcp_sse_url else [])
+                  + (["stdio"] if args.mcp_stdio else []))
     for t in transports:
         try:
             fields, t_text = asyncio.run(mcp_call(t, call["name"], arguments))
@@ -304,7 +315,7 @@ try:
             c.fail("tool call %s: arguments are not an object" % call["id"])
         if call["name"] == "get_weather" and args.tool_url:
             result = tool_http(call, arguments.get("city", ""))
-        elif call["name"] == "lookup_order" and (args.mcp_url or args.mcp_stdio):
+        elif call["name"] == "lookup_order" and (args.mcp_url or args.mcp_sse_url or args.mcp_stdio):
             result = run_mcp(call, arguments)
         else:
             c.fail("the model called an unknown tool %r" % call["name"])

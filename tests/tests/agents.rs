@@ -27,10 +27,12 @@ struct McpServer {
 }
 
 impl McpServer {
-    fn start() -> Self {
+    /// `transport`: `streamable-http` (endpoint /mcp) or `sse` (the legacy
+    /// transport, endpoint /sse).
+    fn start(transport: &str) -> Self {
         let mut child = Command::new(venv_python())
             .arg(workspace().join("tests/fixtures/mcp_server.py"))
-            .args(["--transport", "streamable-http", "--port", "0"])
+            .args(["--transport", transport, "--port", "0"])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -61,13 +63,21 @@ fn step<'a>(lines: &'a [Value], name: &str) -> Vec<&'a Value> {
     lines.iter().filter(|l| l["step"] == name).collect()
 }
 
-fn run_agent(api: &FakeApi, mcp: &McpServer, key: &str, stream: bool) -> Vec<Value> {
+fn run_agent(
+    api: &FakeApi,
+    mcp: &McpServer,
+    sse: &McpServer,
+    key: &str,
+    stream: bool,
+) -> Vec<Value> {
     let mut cmd = Command::new(venv_python());
     cmd.arg(workspace().join("tests/clients/agent.py"))
         .arg("--tool-url")
         .arg(format!("https://127.0.0.1:{}/tool/weather", api.port))
         .arg("--mcp-url")
         .arg(format!("http://127.0.0.1:{}/mcp", mcp.port))
+        .arg("--mcp-sse-url")
+        .arg(format!("http://127.0.0.1:{}/sse", sse.port))
         .arg("--mcp-stdio")
         .arg("--fetch-url")
         .arg(format!("https://127.0.0.1:{}/healthz", api.port))
@@ -86,9 +96,10 @@ fn run_agent(api: &FakeApi, mcp: &McpServer, key: &str, stream: bool) -> Vec<Val
 fn the_chain(stream: bool) {
     let sensor = shared_sensor();
     let api = FakeApi::start(if stream { "agent-stream" } else { "agent" });
-    let mcp = McpServer::start();
+    let mcp = McpServer::start("streamable-http");
+    let sse = McpServer::start("sse");
     let key = fake_key("agent");
-    let lines = run_agent(&api, &mcp, &key, stream);
+    let lines = run_agent(&api, &mcp, &sse, &key, stream);
     let model_lines = step(&lines, "model_call");
     assert_eq!(model_lines.len(), 2, "{lines:#?}");
     let agent_pid = model_lines[0]["pid"].as_u64().unwrap();
@@ -175,7 +186,8 @@ fn the_chain(stream: bool) {
 
     // MCP over streamable HTTP (cleartext): the handshake, then the call,
     // tied to lookup_order's call by the tool's name.
-    let over_http = |e: &Value| is(agent_pid, "tool_call")(e) && e["network"]["transport"] == "tcp";
+    let over_http =
+        |e: &Value| is(agent_pid, "tool_call")(e) && e["mcp"]["transport"] == "streamable-http";
     let calls = sensor.wait_for_n(WAIT, 1, |e| {
         over_http(e) && e["mcp"]["method"]["name"] == "tools/call"
     });
@@ -225,6 +237,25 @@ fn the_chain(stream: bool) {
             call["mcp"]["session"]["id"]
         );
     }
+
+    // MCP over the legacy HTTP+SSE transport: each POST is answered 202,
+    // the answer comes on the session's event stream.
+    let legacy = |e: &Value| is(agent_pid, "tool_call")(e) && e["mcp"]["transport"] == "sse";
+    let old = sensor.wait_for_n(WAIT, 1, |e| {
+        legacy(e) && e["mcp"]["method"]["name"] == "tools/call"
+    });
+    let old = old.first().unwrap_or_else(|| {
+        panic!(
+            "no MCP tools/call over the SSE transport; agent events: {:#?}",
+            sensor.events(|e| pid_of(e) == Some(agent_pid))
+        )
+    });
+    assert_eq!(old["gen_ai"]["tool"]["name"], "lookup_order", "{old}");
+    assert_eq!(old["http"]["response"]["status_code"], 202, "{old}");
+    assert_eq!(old["mcp"]["tool"]["result"]["is_error"], false, "{old}");
+    assert_eq!(old["event"]["outcome"], "success", "{old}");
+    assert_eq!(old["mcp"]["server"]["name"], server, "{old}");
+    assert_eq!(old["causation"]["parent_event_id"], first_id, "{old}");
 
     // MCP over stdio: the server the agent started as a child, seen in
     // the pipe traffic between them (both write JSON-RPC lines).

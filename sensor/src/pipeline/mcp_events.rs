@@ -10,20 +10,23 @@ use crate::{
     decode::Task,
     event::Event,
     identity::mask::mask_text,
+    mcp_sse::{Held, Hold},
     protocol::mcp::{self, McpRequest, McpResponse},
     session::Exchange,
     stdio::StdioCall,
 };
 
 impl Pipeline {
-    /// The MCP fields of a tool call over streamable HTTP.
+    /// The MCP fields of a tool call over HTTP. Returns whether the
+    /// answer was in the HTTP response (not so with the legacy SSE
+    /// transport, whose answers come on another stream).
     pub(super) fn mcp_fields(
         &mut self,
         event: &mut Event,
         ex: &Exchange,
         m: &McpRequest,
         session: &str,
-    ) {
+    ) -> bool {
         let session_header = ex
             .request
             .headers
@@ -44,28 +47,81 @@ impl Pipeline {
                 .unwrap_or_default()
                 .to_owned(),
         );
-        event.set("mcp.session.id", session_header);
+        event
+            .set("mcp.session.id", session_header)
+            .set("mcp.transport", "streamable-http");
         let answer = ex
             .response
             .as_ref()
             .and_then(|r| mcp::parse_response(r, m.id.as_deref()));
         self.message_fields(event, m, answer.as_ref());
-        if let Some(answer) = &answer
-            && let (Some(name), true) = (&answer.server_name, m.method == "initialize")
-        {
+        if let Some(answer) = &answer {
+            self.learn_server(&server_key, m, answer);
+        }
+        self.server_fields(event, &server_key);
+        answer.is_some()
+    }
+
+    /// An `initialize` answer names its server for the later calls.
+    fn learn_server(&mut self, key: &(String, String), m: &McpRequest, answer: &McpResponse) {
+        if let (Some(name), true) = (&answer.server_name, m.method == "initialize") {
             if self.mcp_servers.len() >= 4096 {
                 self.mcp_servers.clear();
             }
-            self.mcp_servers.insert(
-                server_key.clone(),
-                (name.clone(), answer.server_version.clone()),
-            );
+            self.mcp_servers
+                .insert(key.clone(), (name.clone(), answer.server_version.clone()));
         }
-        if let Some((name, version)) = self.mcp_servers.get(&server_key) {
+    }
+
+    fn server_fields(&self, event: &mut Event, key: &(String, String)) {
+        if let Some((name, version)) = self.mcp_servers.get(key) {
             event
-                .set("mcp.server.name", name.clone())
-                .set("mcp.server.version", version.clone());
+                .replace("mcp.server.name", name.clone())
+                .replace("mcp.server.version", version.clone());
         }
+    }
+
+    /// A legacy SSE transport call: its event waits for the answer on the
+    /// session's stream (or goes out at once when the answer came first).
+    pub(super) fn hold_legacy(&mut self, pid: u32, held: Held) {
+        match self.legacy_sse.hold(pid, held) {
+            Hold::Answered(held, answer) => self.finish_legacy(held, Some(answer)),
+            Hold::Waiting => {}
+            Hold::Refused(held) => self.finish_legacy(held, None),
+        }
+    }
+
+    /// Bytes an agent's process received: answers of held legacy calls.
+    pub(super) fn scan_legacy_answers(&mut self, chunk: &crate::decode::TlsData) {
+        let pid = chunk.task.pid;
+        for (id, answer) in self.legacy_sse.on_ingress(pid, chunk.conn, &chunk.data) {
+            if let Some((held, answer)) = self.legacy_sse.answer(pid, id, answer, chunk.task.ts_ns)
+            {
+                self.finish_legacy(held, Some(answer));
+            }
+        }
+    }
+
+    /// Emits a held legacy call, with its answer when it came.
+    pub(super) fn finish_legacy(&mut self, held: Held, answer: Option<McpResponse>) {
+        let Held {
+            mut event,
+            request,
+            ts,
+            server_key,
+        } = held;
+        match &answer {
+            Some(answer) => {
+                self.answer_fields(&mut event, answer);
+                self.learn_server(&server_key, &request, answer);
+                self.server_fields(&mut event, &server_key);
+            }
+            None => {
+                event.replace("event.outcome", "unknown");
+            }
+        }
+        event.replace("mcp.transport", "sse");
+        self.judge_and_emit(event, ts, None);
     }
 
     /// What any transport shows of a request and its answer: method, id,
@@ -87,9 +143,13 @@ impl Pipeline {
         if let Some(v) = &m.protocol_version {
             event.replace("mcp.protocol.version", v.clone());
         }
-        let Some(answer) = answer else {
-            return;
-        };
+        if let Some(answer) = answer {
+            self.answer_fields(event, answer);
+        }
+    }
+
+    /// How a request ended, from its answer.
+    fn answer_fields(&self, event: &mut Event, answer: &McpResponse) {
         if let Some(v) = &answer.protocol_version {
             event.replace("mcp.protocol.version", v.clone());
         }
@@ -125,6 +185,7 @@ impl Pipeline {
             .set("event.category", json!(["process", "api"]))
             .set("event.outcome", "success")
             .set("network.transport", "pipe")
+            .set("mcp.transport", "stdio")
             .set("process.io.fd", call.client_fd)
             .set(
                 "event.duration",
