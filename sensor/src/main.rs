@@ -118,14 +118,15 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Policy tools: `policy test` (dry run on recorded events) and
+    /// `policy check` (how a policy file is read).
+    #[command(subcommand)]
+    Policy(PolicyCommand),
     /// Prints one agent session's chain from output files, in order: who
     /// started it, its model calls and the tools they asked for, the tool
     /// and MCP calls that followed (each with the model call it answers),
     /// connections, processes and their exits. Exit status 1 when the
     /// session has no event in the files.
-    /// Policy tools.
-    #[command(subcommand)]
-    Policy(PolicyCommand),
     Timeline {
         /// The `agent.session.id`.
         #[arg(long)]

@@ -341,8 +341,29 @@ impl Pipeline {
             } => {
                 if sock_type > 1 {
                     // A connected datagram socket (DNS and the like) is not a
-                    // TCP connection.
+                    // TCP connection; one the policy refused is reported.
                     self.counters.non_tcp_connects += 1;
+                    let blocked = self
+                        .policy
+                        .as_mut()
+                        .and_then(|p| p.take_block(task.tid, addr, port));
+                    if blocked.is_some() {
+                        let mut event = Event::new("connect");
+                        event
+                            .set("event.kind", "event")
+                            .set("event.category", json!(["network"]))
+                            .set("event.type", json!(["connection", "start"]))
+                            .set("event.outcome", "failure")
+                            .set("server.address", addr.to_string())
+                            .set("server.ip", addr.to_string())
+                            .set("server.port", port)
+                            .set("network.transport", "udp")
+                            .set("network.type", if addr.is_ipv4() { "ipv4" } else { "ipv6" })
+                            .set("process.io.fd", fd)
+                            .set("error.code", errno_name(-ret));
+                        self.with_process(&mut event, &task);
+                        self.judge_and_emit(event, task.ts_ns, blocked);
+                    }
                     return;
                 }
                 let ok = ret == 0 || in_progress;
@@ -427,7 +448,7 @@ impl Pipeline {
                     self.resolutions.answers += 1;
                     for a in answers {
                         if let Some(policy) = self.policy.as_mut() {
-                            policy.learn(&a.name, a.addr);
+                            policy.learn(chunk.task.cgroup_id, &a.name, a.addr);
                         }
                         self.resolutions.insert(chunk.task.pid, &a.name, a.addr);
                     }
@@ -478,11 +499,6 @@ impl Pipeline {
         let remote =
             self.conns
                 .on_client_hello(pid, fd, hello.server_name.clone(), hello.alpn.clone());
-        if let (Some(policy), Some(name), Some(remote)) =
-            (self.policy.as_mut(), hello.server_name.as_deref(), remote)
-        {
-            policy.learn(name, remote.ip());
-        }
         let Some(matched) = self
             .blind
             .model_endpoint(hello.server_name.as_deref(), remote)
@@ -717,13 +733,6 @@ impl Pipeline {
                 .map(|h| model::split_host(h).0)
                 .as_deref(),
         );
-        if let (Some(policy), Some(conn), Some(host)) = (
-            self.policy.as_mut(),
-            conn.as_ref(),
-            ex.request.headers.get_str("host"),
-        ) {
-            policy.learn(&model::split_host(host).0, conn.remote.ip());
-        }
         if !self.config.emits("model_call") && self.policy.is_none() {
             return;
         }
@@ -766,7 +775,7 @@ impl Pipeline {
             // Protocol chatter, not an action.
             return;
         }
-        if !self.config.emits("tool_call") {
+        if !self.config.emits("tool_call") && self.policy.is_none() {
             return;
         }
         let conn = ex.fd.and_then(|fd| self.conns.get(ex.pid, fd)).cloned();
@@ -1180,6 +1189,10 @@ impl Pipeline {
         let exchanges = self.sessions.sweep(now);
         self.on_exchanges(exchanges);
         self.procs.sweep();
+        if let Some(policy) = self.policy.as_mut() {
+            let live = self.procs.cgroup_ids();
+            policy.forget_cgroups_except(&live);
+        }
         self.identity.sweep();
         self.sharing.sweep(now);
     }

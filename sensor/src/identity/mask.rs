@@ -52,14 +52,16 @@ static PATTERNS: LazyLock<Vec<(Regex, &'static str)>> = LazyLock::new(|| {
             r"(?i)\b((?:proxy-)?authorization|x-api-key|api-key|x-goog-api-key|cookie|set-cookie|x-auth-token|private-token)(\s*[:=]\s*)\S.*",
             "${1}${2}****",
         ),
-        // name=value where the name smells of a secret (env, query strings, flags).
+        // name=value where the name smells of a secret (env, query strings,
+        // flags); a session id (MCP's legacy transport puts it in the
+        // message endpoint's query) or an OAuth code is a bearer secret too.
         (
-            r"(?i)([A-Za-z0-9_.-]*(?:key|token|secret|passw(?:or)?d|pwd|credential|auth|signature|\bsig)[A-Za-z0-9_.-]*)=([^&\s]+)",
+            r"(?i)([A-Za-z0-9_.-]*(?:key|token|secret|passw(?:or)?d|pwd|credential|auth|signature|\bsig|session|\bsid|\bcode)[A-Za-z0-9_.-]*)=([^&\s]+)",
             "${1}=****",
         ),
         // JSON "name": "value" with a secret-looking name.
         (
-            r#"(?i)("[A-Za-z0-9_.-]*(?:key|token|secret|passw(?:or)?d|pwd|credential|auth)[A-Za-z0-9_.-]*"\s*:\s*)"[^"]*""#,
+            r#"(?i)("[A-Za-z0-9_.-]*(?:key|token|secret|passw(?:or)?d|pwd|credential|auth|session)[A-Za-z0-9_.-]*"\s*:\s*)"[^"]*""#,
             r#"${1}"****""#,
         ),
         // URL userinfo.
@@ -185,6 +187,18 @@ mod tests {
             line.contains("https://api.openai.com/v1/chat/completions"),
             "{line}"
         );
+    }
+
+    #[test]
+    fn masks_session_ids_and_codes_in_queries() {
+        let q = mask_text("session_id=2b1f0c9d8e7a4b3c&cursor=7&code=abc123&zipcode=75001");
+        assert!(
+            !q.contains("2b1f0c9d8e7a4b3c") && !q.contains("abc123"),
+            "{q}"
+        );
+        assert!(q.contains("cursor=7") && q.contains("zipcode=75001"), "{q}");
+        let j = mask_text(r#"{"sessionId": "2b1f0c9d"}"#);
+        assert!(!j.contains("2b1f0c9d"), "{j}");
     }
 
     #[test]

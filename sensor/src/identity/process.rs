@@ -116,6 +116,11 @@ impl ProcessTable {
         self.live.len()
     }
 
+    /// The cgroups of the live processes.
+    pub fn cgroup_ids(&self) -> std::collections::BTreeSet<u64> {
+        self.live.values().filter_map(|p| p.cgroup_id).collect()
+    }
+
     /// One live process per cgroup (the lowest pid), for work done once
     /// per cgroup. Processes read from /proc (running before the sensor)
     /// get their cgroup v2 id here: the inode of their cgroup's directory

@@ -10,11 +10,15 @@
 //! through and the events report the decision: traffic no rule denies is
 //! never broken.
 //!
-//! Addresses come from the rules themselves (IP literals), from resolving
-//! their exact host names and the providers' known hosts (a thread, every
-//! [`RESOLVE_EVERY`]), and from what processes on the host learn: DNS
-//! answers, TLS server names, model call destinations. An address not
-//! seen again for [`ADDRESS_TTL`] is dropped.
+//! Addresses come from the rules themselves (IP literals) and from
+//! resolving their exact host names and the providers' known hosts (a
+//! thread, every [`RESOLVE_EVERY`]): those hold for everyone. A DNS answer
+//! a process reads holds for its own cgroup only: any process can make
+//! its resolver read what it likes, and must not be able to point another
+//! workload's denial at an address (a proxy, the cluster DNS). TLS server
+//! names and `Host` headers are never learned from (behind a proxy they
+//! name one host and go to another). An address not seen again for
+//! [`ADDRESS_TTL`] is dropped.
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap, VecDeque},
@@ -81,14 +85,21 @@ struct Known {
     seen: Option<Instant>,
 }
 
+/// Where an address was learned: for everyone (a rule, the sensor's own
+/// resolver) or for one cgroup (a DNS answer a process of it read).
+/// A process can make its own resolver read any answer it likes, so what
+/// it learns only ever applies to its own cgroup.
+type Scope = u64;
+const GLOBAL: Scope = 0;
+
 pub struct Enforcer {
     policy: Arc<Policy>,
     generation: u32,
     tables: Box<dyn VerdictTables + Send>,
     cgroups: HashMap<u64, Arc<Fields>>,
     cgroup_order: VecDeque<u64>,
-    /// Guarded addresses and the names they go by.
-    book: BTreeMap<IpAddr, Known>,
+    /// Guarded addresses by scope, and the names they go by.
+    books: HashMap<Scope, BTreeMap<IpAddr, Known>>,
     written: BTreeMap<PolicyKey, PolicyVerdict>,
     written_addrs: BTreeSet<[u8; 16]>,
     exact_names: BTreeSet<String>,
@@ -100,8 +111,8 @@ pub struct Enforcer {
     ports: BTreeSet<u16>,
     /// Everything must be rewritten (a new policy).
     dirty: bool,
-    /// Addresses whose verdicts must be rewritten.
-    dirty_addrs: BTreeSet<IpAddr>,
+    /// Addresses whose verdicts must be rewritten, by scope.
+    dirty_addrs: BTreeSet<(Scope, IpAddr)>,
     pub stats: EnforceStats,
 }
 
@@ -115,7 +126,7 @@ impl Enforcer {
             tables,
             cgroups: HashMap::new(),
             cgroup_order: VecDeque::new(),
-            book: BTreeMap::new(),
+            books: HashMap::new(),
             written: BTreeMap::new(),
             written_addrs: BTreeSet::new(),
             exact_names: BTreeSet::new(),
@@ -143,8 +154,8 @@ impl Enforcer {
     }
 
     /// A new policy (SIGHUP): judged cgroups and learned addresses are
-    /// kept where the new rules still care; the next [`Enforcer::tick`]
-    /// rewrites the verdicts and removes the stale ones.
+    /// kept where the new rules still care; the verdicts are rewritten
+    /// and the stale ones removed at once.
     pub fn set_policy(&mut self, policy: Arc<Policy>) {
         let mut exact_names = BTreeSet::new();
         let mut ips = Vec::new();
@@ -170,14 +181,17 @@ impl Enforcer {
         self.exact_names = exact_names;
         self.globs = globs;
         self.providers = providers;
-        let old = std::mem::take(&mut self.book);
-        for (ip, known) in old {
-            if known.seen.is_some() && self.relevant_names(&known.names) {
-                self.book.insert(ip, known);
+        let old = std::mem::take(&mut self.books);
+        for (scope, book) in old {
+            for (ip, known) in book {
+                if known.seen.is_some() && known.names.iter().any(|n| self.relevant(n)) {
+                    self.books.entry(scope).or_default().insert(ip, known);
+                }
             }
         }
+        let global = self.books.entry(GLOBAL).or_default();
         for ip in ips {
-            self.book.insert(
+            global.insert(
                 ip.to_canonical(),
                 Known {
                     names: BTreeSet::new(),
@@ -188,12 +202,7 @@ impl Enforcer {
         // Dropping the old receiver ends the old resolver thread.
         self.resolved = (self.resolve && !self.exact_names.is_empty())
             .then(|| spawn_resolver(self.exact_names.iter().cloned().collect()));
-        self.dirty = true;
         self.rewrite();
-    }
-
-    fn relevant_names(&self, names: &BTreeSet<String>) -> bool {
-        names.iter().any(|n| self.relevant(n))
     }
 
     /// Whether addresses of `name` are guarded: a rule names it, or its
@@ -205,18 +214,33 @@ impl Enforcer {
                 .is_some_and(|p| self.providers.iter().any(|pat| pat.matches(p)))
     }
 
-    /// A name the host resolved (DNS answer, TLS server name, model call
-    /// destination) and an address it goes to.
-    pub fn learn(&mut self, name: &str, ip: IpAddr) {
+    /// A name the sensor's own resolver resolved: guarded for everyone.
+    pub fn resolved(&mut self, name: &str, ip: IpAddr) {
+        self.learn_in(GLOBAL, name, ip);
+    }
+
+    /// A name a process of `cgroup` resolved (a DNS answer it read) to
+    /// `ip`: guarded for that cgroup only.
+    pub fn learn(&mut self, cgroup: u64, name: &str, ip: IpAddr) {
+        if cgroup != GLOBAL {
+            self.learn_in(cgroup, name, ip);
+        }
+    }
+
+    fn learn_in(&mut self, scope: Scope, name: &str, ip: IpAddr) {
         let name = name.trim_end_matches('.').to_ascii_lowercase();
         if !self.relevant(&name) {
             return;
         }
-        let ip = ip.to_canonical();
-        if !self.book.contains_key(&ip) && self.book.len() >= MAX_ADDRESSES {
+        if scope != GLOBAL && !self.books.contains_key(&scope) && self.books.len() > MAX_CGROUPS {
             return;
         }
-        let known = self.book.entry(ip).or_insert_with(|| Known {
+        let ip = ip.to_canonical();
+        let book = self.books.entry(scope).or_default();
+        if !book.contains_key(&ip) && book.len() >= MAX_ADDRESSES {
+            return;
+        }
+        let known = book.entry(ip).or_insert_with(|| Known {
             names: BTreeSet::new(),
             seen: Some(Instant::now()),
         });
@@ -224,12 +248,13 @@ impl Enforcer {
             *seen = Instant::now();
         }
         if known.names.insert(name) {
-            self.dirty_addrs.insert(ip);
+            self.dirty_addrs.insert((scope, ip));
         }
     }
 
     /// A cgroup's identity (from a process in it). Its verdicts are
-    /// written before it is marked judged, so there is no gap.
+    /// written before it is marked judged, so there is no gap; when a
+    /// write fails it stays on the unjudged verdicts.
     pub fn judge_cgroup(&mut self, cgroup: u64, identity: Arc<Fields>) {
         if cgroup == UNJUDGED_CGROUP {
             return;
@@ -243,23 +268,53 @@ impl Enforcer {
             if self.cgroup_order.len() >= MAX_CGROUPS
                 && let Some(oldest) = self.cgroup_order.pop_front()
             {
-                self.cgroups.remove(&oldest);
-                self.tables.remove_judged(oldest);
-                self.write_subject(oldest, BTreeMap::new());
+                self.forget_one(oldest);
             }
             self.cgroup_order.push_back(cgroup);
         }
         self.cgroups.insert(cgroup, identity);
         let wanted = self.verdicts_for(cgroup);
-        self.write_subject(cgroup, wanted);
-        if let Err(err) = self.tables.set_judged(cgroup) {
-            self.write_error(&err);
+        let written = self.write_subject(cgroup, wanted);
+        if written {
+            if let Err(err) = self.tables.set_judged(cgroup) {
+                self.write_error(&err);
+            }
+        } else {
+            self.tables.remove_judged(cgroup);
         }
         self.stats.cgroups_judged = self.cgroups.len() as u64;
     }
 
-    /// Upkeep (every second): names resolved, expired addresses, and a
-    /// full rewrite when something changed.
+    /// Forgets the cgroups no process is in any more (`live`: the cgroups
+    /// of the processes the sensor knows).
+    pub fn forget_cgroups_except(&mut self, live: &BTreeSet<u64>) {
+        let gone: Vec<u64> = self
+            .cgroup_order
+            .iter()
+            .copied()
+            .filter(|c| !live.contains(c))
+            .collect();
+        for cgroup in gone {
+            self.forget_one(cgroup);
+        }
+        self.cgroup_order.retain(|c| live.contains(c));
+        self.stats.cgroups_judged = self.cgroups.len() as u64;
+    }
+
+    fn forget_one(&mut self, cgroup: u64) {
+        self.cgroups.remove(&cgroup);
+        self.books.remove(&cgroup);
+        self.tables.remove_judged(cgroup);
+        self.write_subject(cgroup, BTreeMap::new());
+        let before = self.written_addrs.len();
+        self.sync_addresses();
+        if self.written_addrs.len() != before {
+            self.stats.addresses_guarded = self.written_addrs.len() as u64;
+        }
+    }
+
+    /// Upkeep (every second): names resolved, expired addresses, and the
+    /// verdicts of what changed.
     pub fn tick(&mut self) {
         let mut got = Vec::new();
         if let Some(rx) = &self.resolved {
@@ -272,26 +327,48 @@ impl Enforcer {
             }
             self.stats.names_resolved += 1;
             for ip in ips {
-                self.learn(&name, ip);
+                self.resolved(&name, ip);
             }
         }
-        let expired: Vec<IpAddr> = self
-            .book
-            .iter()
-            .filter(|(_, k)| k.seen.is_some_and(|s| s.elapsed() >= ADDRESS_TTL))
-            .map(|(ip, _)| *ip)
-            .collect();
-        for ip in expired {
-            self.book.remove(&ip);
-            self.dirty_addrs.insert(ip);
+        let mut expired = Vec::new();
+        for (scope, book) in &mut self.books {
+            book.retain(|ip, k| {
+                let keep = k.seen.is_none_or(|s| s.elapsed() < ADDRESS_TTL);
+                if !keep {
+                    expired.push((*scope, *ip));
+                }
+                keep
+            });
         }
+        self.dirty_addrs.extend(expired);
         if self.dirty {
             self.rewrite();
         } else {
-            for ip in std::mem::take(&mut self.dirty_addrs) {
-                self.rewrite_address(ip);
+            for (scope, ip) in std::mem::take(&mut self.dirty_addrs) {
+                self.rewrite_address(scope, ip);
             }
         }
+    }
+
+    /// The addresses guarded for `subject`: everyone's and its own.
+    fn addresses_of(&self, subject: u64) -> BTreeSet<IpAddr> {
+        let mut out: BTreeSet<IpAddr> = self
+            .books
+            .get(&GLOBAL)
+            .map(|b| b.keys().copied().collect())
+            .unwrap_or_default();
+        if subject != GLOBAL
+            && let Some(own) = self.books.get(&subject)
+        {
+            out.extend(own.keys().copied());
+        }
+        out
+    }
+
+    fn subjects(&self) -> Vec<u64> {
+        std::iter::once(UNJUDGED_CGROUP)
+            .chain(self.cgroup_order.iter().copied())
+            .collect()
     }
 
     /// Writes every verdict from scratch and removes what is stale.
@@ -299,71 +376,104 @@ impl Enforcer {
         self.dirty = false;
         self.dirty_addrs.clear();
         let mut wanted: BTreeMap<PolicyKey, PolicyVerdict> = BTreeMap::new();
-        let subjects: Vec<u64> = std::iter::once(UNJUDGED_CGROUP)
-            .chain(self.cgroup_order.iter().copied())
-            .collect();
-        for subject in subjects {
+        for subject in self.subjects() {
             wanted.extend(self.verdicts_for(subject));
         }
-        let addrs: BTreeSet<[u8; 16]> = self.book.keys().map(|ip| addr16(*ip)).collect();
-        // New addresses and verdicts first, then the stale ones go.
-        let new_addrs: Vec<[u8; 16]> = addrs.difference(&self.written_addrs).copied().collect();
-        for addr in new_addrs {
-            if let Err(err) = self.tables.set_address(addr) {
-                self.write_error(&err);
-            }
+        self.sync_addresses();
+        // Stale verdicts go first (room in the table), then the wanted
+        // ones, port exceptions before the any-port denials they except.
+        let stale: Vec<PolicyKey> = self
+            .written
+            .keys()
+            .filter(|k| !wanted.contains_key(k))
+            .copied()
+            .collect();
+        for key in stale {
+            self.tables.remove_verdict(&key);
+            self.written.remove(&key);
         }
-        let changed: Vec<(PolicyKey, PolicyVerdict)> = wanted
+        self.write_all(&wanted);
+        self.sync_addresses();
+        self.stats.verdicts = self.written.len() as u64;
+        debug!(verdicts = self.written.len(), "policy verdicts written");
+    }
+
+    /// Writes `wanted` (exceptions first); records only what was written.
+    /// Returns whether everything was.
+    fn write_all(&mut self, wanted: &BTreeMap<PolicyKey, PolicyVerdict>) -> bool {
+        let mut ok = true;
+        let ordered = wanted
             .iter()
+            .filter(|(k, _)| k.port != ANY_PORT)
+            .chain(wanted.iter().filter(|(k, _)| k.port == ANY_PORT));
+        let todo: Vec<(PolicyKey, PolicyVerdict)> = ordered
             .filter(|(k, v)| self.written.get(k) != Some(v))
             .map(|(k, v)| (*k, *v))
             .collect();
-        for (key, verdict) in changed {
-            if let Err(err) = self.tables.set_verdict(key, verdict) {
-                self.write_error(&err);
+        for (key, verdict) in todo {
+            match self.tables.set_verdict(key, verdict) {
+                Ok(()) => {
+                    self.written.insert(key, verdict);
+                }
+                Err(err) => {
+                    ok = false;
+                    self.write_error(&err);
+                    // An exception that did not make it must not leave its
+                    // any-port denial alone: drop the subject's denial for
+                    // this address too.
+                    let any = PolicyKey {
+                        port: ANY_PORT,
+                        ..key
+                    };
+                    if key.port != ANY_PORT && self.written.remove(&any).is_some() {
+                        self.tables.remove_verdict(&any);
+                    }
+                }
             }
         }
-        for key in self.written.keys() {
-            if !wanted.contains_key(key) {
-                self.tables.remove_verdict(key);
-            }
-        }
-        for addr in self.written_addrs.difference(&addrs) {
-            self.tables.remove_address(addr);
-        }
-        self.written = wanted;
-        self.written_addrs = addrs;
-        self.stats.addresses_guarded = self.book.len() as u64;
-        self.stats.verdicts = self.written.len() as u64;
-        debug!(
-            verdicts = self.written.len(),
-            addresses = self.book.len(),
-            "policy verdicts written"
-        );
+        ok
     }
 
-    /// Replaces the verdicts of one subject.
-    fn write_subject(&mut self, subject: u64, wanted: BTreeMap<PolicyKey, PolicyVerdict>) {
+    /// Makes the kernel's address set the union of every scope's.
+    fn sync_addresses(&mut self) {
+        let addrs: BTreeSet<[u8; 16]> = self
+            .books
+            .values()
+            .flat_map(|b| b.keys().map(|ip| addr16(*ip)))
+            .collect();
+        let new: Vec<[u8; 16]> = addrs.difference(&self.written_addrs).copied().collect();
+        for addr in new {
+            match self.tables.set_address(addr) {
+                Ok(()) => {
+                    self.written_addrs.insert(addr);
+                }
+                Err(err) => self.write_error(&err),
+            }
+        }
+        let old: Vec<[u8; 16]> = self.written_addrs.difference(&addrs).copied().collect();
+        for addr in old {
+            self.tables.remove_address(&addr);
+            self.written_addrs.remove(&addr);
+        }
+        self.stats.addresses_guarded = self.written_addrs.len() as u64;
+    }
+
+    /// Replaces the verdicts of one subject. Returns whether all were
+    /// written.
+    fn write_subject(&mut self, subject: u64, wanted: BTreeMap<PolicyKey, PolicyVerdict>) -> bool {
         let stale: Vec<PolicyKey> = self
             .written
             .range(subject_range(subject))
             .map(|(k, _)| *k)
             .filter(|k| !wanted.contains_key(k))
             .collect();
-        for (key, verdict) in wanted {
-            if self.written.get(&key) != Some(&verdict) {
-                if let Err(err) = self.tables.set_verdict(key, verdict) {
-                    self.write_error(&err);
-                    continue;
-                }
-                self.written.insert(key, verdict);
-            }
-        }
         for key in stale {
             self.tables.remove_verdict(&key);
             self.written.remove(&key);
         }
+        let ok = self.write_all(&wanted);
         self.stats.verdicts = self.written.len() as u64;
+        ok
     }
 
     fn write_error(&mut self, err: &str) {
@@ -373,21 +483,34 @@ impl Enforcer {
         }
     }
 
-    /// The verdicts of one subject over every guarded address.
+    /// The verdicts of one subject over every address guarded for it.
     fn verdicts_for(&self, subject: u64) -> BTreeMap<PolicyKey, PolicyVerdict> {
         let mut out = BTreeMap::new();
-        for ip in self.book.keys() {
-            self.verdicts_at(subject, *ip, &mut out);
+        for ip in self.addresses_of(subject) {
+            self.verdicts_at(subject, ip, &mut out);
         }
         out
     }
 
-    /// The verdicts of one subject for one guarded address (none when the
-    /// address is not guarded).
+    /// The verdicts of one subject for one address (none when the address
+    /// is not guarded for it).
     fn verdicts_at(&self, subject: u64, ip: IpAddr, out: &mut BTreeMap<PolicyKey, PolicyVerdict>) {
-        let Some(known) = self.book.get(&ip) else {
-            return;
+        let mut names: BTreeSet<String> = BTreeSet::new();
+        let mut guarded = false;
+        let scopes: &[Scope] = if subject == GLOBAL {
+            &[GLOBAL]
+        } else {
+            &[GLOBAL, subject]
         };
+        for &scope in scopes {
+            if let Some(known) = self.books.get(&scope).and_then(|b| b.get(&ip)) {
+                guarded = true;
+                names.extend(known.names.iter().cloned());
+            }
+        }
+        if !guarded {
+            return;
+        }
         let identity = self
             .cgroups
             .get(&subject)
@@ -395,7 +518,7 @@ impl Enforcer {
         let identity: Option<&dyn Facts> = identity.as_ref().map(|f| f as &dyn Facts);
         let mut conn = Connection {
             ip,
-            names: known.names.iter().cloned().collect(),
+            names: names.into_iter().collect(),
             port: None,
         };
         let key = |port| PolicyKey {
@@ -424,45 +547,36 @@ impl Enforcer {
     }
 
     /// Rewrites the verdicts of one address (learned, renamed or expired)
-    /// for every subject: far cheaper than [`Enforcer::rewrite`] when
-    /// DNS answers bring new addresses.
-    fn rewrite_address(&mut self, ip: IpAddr) {
+    /// in one scope: everyone's for the global scope, one cgroup's else.
+    fn rewrite_address(&mut self, scope: Scope, ip: IpAddr) {
         let addr = addr16(ip);
+        let subjects = if scope == GLOBAL {
+            self.subjects()
+        } else if self.cgroups.contains_key(&scope) {
+            vec![scope]
+        } else {
+            // Not judged yet: its verdicts are written when it is.
+            Vec::new()
+        };
         let mut wanted = BTreeMap::new();
-        for subject in std::iter::once(UNJUDGED_CGROUP).chain(self.cgroup_order.iter().copied()) {
-            self.verdicts_at(subject, ip, &mut wanted);
+        for subject in &subjects {
+            self.verdicts_at(*subject, ip, &mut wanted);
         }
-        let guarded = self.book.contains_key(&ip);
-        if guarded
-            && self.written_addrs.insert(addr)
-            && let Err(err) = self.tables.set_address(addr)
-        {
-            self.write_error(&err);
-        }
-        for (key, verdict) in &wanted {
-            if self.written.get(key) != Some(verdict) {
-                match self.tables.set_verdict(*key, *verdict) {
-                    Ok(()) => {
-                        self.written.insert(*key, *verdict);
-                    }
-                    Err(err) => self.write_error(&err),
-                }
-            }
-        }
+        self.sync_addresses();
         let stale: Vec<PolicyKey> = self
             .written
             .keys()
-            .filter(|k| k.addr == addr && !wanted.contains_key(k))
+            .filter(|k| {
+                k.addr == addr && subjects.contains(&k.cgroup_id) && !wanted.contains_key(k)
+            })
             .copied()
             .collect();
         for key in stale {
             self.tables.remove_verdict(&key);
             self.written.remove(&key);
         }
-        if !guarded && self.written_addrs.remove(&addr) {
-            self.tables.remove_address(&addr);
-        }
-        self.stats.addresses_guarded = self.book.len() as u64;
+        self.write_all(&wanted);
+        self.sync_addresses();
         self.stats.verdicts = self.written.len() as u64;
     }
 
@@ -476,7 +590,7 @@ impl Enforcer {
     }
 
     /// Removes every verdict, address and judged mark this enforcer
-    /// wrote (a policy without enforced rules replaced it, or a stop).
+    /// wrote.
     pub fn clear(&mut self) {
         for key in self.written.keys() {
             self.tables.remove_verdict(key);

@@ -108,9 +108,18 @@ impl LivePolicy {
         }
     }
 
-    pub fn learn(&mut self, name: &str, ip: IpAddr) {
+    /// A DNS answer a process of `cgroup` read.
+    pub fn learn(&mut self, cgroup: u64, name: &str, ip: IpAddr) {
         if let Some(e) = self.enforcer.as_mut() {
-            e.learn(name, ip);
+            e.learn(cgroup, name, ip);
+        }
+    }
+
+    /// The cgroups of the processes the sensor knows (sweep): the others'
+    /// verdicts go.
+    pub fn forget_cgroups_except(&mut self, live: &std::collections::BTreeSet<u64>) {
+        if let Some(e) = self.enforcer.as_mut() {
+            e.forget_cgroups_except(live);
         }
     }
 
@@ -185,7 +194,13 @@ impl LivePolicy {
         if decision.action == Action::Allow {
             return None;
         }
-        let rule = self.policy.rule_id(decision).to_owned();
+        // As the event says (a connect refused under a replaced policy
+        // names no rule of this one).
+        let rule = event
+            .get("policy.rule")
+            .and_then(Value::as_str)
+            .unwrap_or_else(|| self.policy.rule_id(decision))
+            .to_owned();
         let actor = actor_key(event);
         let Some(suppressed) =
             self.limiter

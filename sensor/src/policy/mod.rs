@@ -188,22 +188,37 @@ impl Policy {
         blocked: Option<usize>,
     ) -> Option<Decision> {
         let mut decision = self.decide(event)?;
+        let mut rule_id = None;
         if let Some(rule) = blocked
             && decision.rule != Some(rule)
-            && let Some(r) = self.rules.get(rule)
         {
             // The kernel's verdict is the fact: the connection did not
             // happen. Its rule may differ from the event's first match
-            // when an earlier rule names fields a connect cannot show.
-            decision = Decision {
-                action: Action::Deny,
-                rule: Some(rule),
-                reason: format!("rule `{}` refused the connection in the kernel", r.id),
+            // when an earlier rule names fields a connect cannot show, or
+            // belong to the policy a reload replaced a moment ago.
+            decision = match self.rules.get(rule) {
+                Some(r) => Decision {
+                    action: Action::Deny,
+                    rule: Some(rule),
+                    reason: format!("rule `{}` refused the connection in the kernel", r.id),
+                },
+                None => {
+                    rule_id = Some("replaced-policy");
+                    Decision {
+                        action: Action::Deny,
+                        rule: None,
+                        reason: "a rule of the policy replaced since refused the connection in the kernel"
+                            .into(),
+                    }
+                }
             };
         }
+        let rule_id = rule_id
+            .unwrap_or_else(|| self.rule_id(&decision))
+            .to_owned();
         event
             .set("policy.decision", decision.action.as_str())
-            .set("policy.rule", self.rule_id(&decision).to_owned())
+            .set("policy.rule", rule_id)
             .set("policy.reason", decision.reason.clone())
             .set("policy.version", self.version.clone());
         if decision.action == Action::Deny {

@@ -254,11 +254,20 @@ impl Term {
         match self {
             Self::Text { key, patterns } => match key.level() {
                 Level::Cgroup => match identity {
-                    Some(facts) => Tri::from(
-                        text_values(*key, facts)
-                            .iter()
-                            .any(|v| patterns.iter().any(|p| text_matches(*key, p, v))),
-                    ),
+                    Some(facts) => {
+                        let values = text_values(*key, facts);
+                        if values.is_empty() && unresolved(facts, key.paths()) {
+                            // Not read yet (a token not yet mounted, a
+                            // runtime that did not answer): it may match.
+                            Tri::Maybe
+                        } else {
+                            Tri::from(
+                                values
+                                    .iter()
+                                    .any(|v| patterns.iter().any(|p| text_matches(*key, p, v))),
+                            )
+                        }
+                    }
                     None => Tri::Maybe,
                 },
                 Level::Connection => Tri::from(conn.names.iter().any(|n| {
@@ -279,6 +288,17 @@ impl Term {
             Self::Events(actions) => Tri::from(actions.iter().any(|a| a == "connect")),
         }
     }
+}
+
+/// Whether the identity says it could not read one of `paths`.
+fn unresolved(facts: &dyn Facts, paths: &[&str]) -> bool {
+    facts
+        .fact("identity.unresolved")
+        .and_then(Value::as_array)
+        .is_some_and(|list| {
+            list.iter()
+                .any(|p| p.as_str().is_some_and(|p| paths.contains(&p)))
+        })
 }
 
 /// A connection as the kernel sees it, with the names the sensor knows for

@@ -245,9 +245,9 @@ fn kernel_verdicts_follow_the_rules_and_never_overreach() {
     let tables = Tables::default();
     let policy = Arc::new(policy());
     let mut enf = Enforcer::new(Arc::clone(&policy), Box::new(tables.clone()), false);
-    enf.learn("api.example.test", "192.0.2.10".parse().expect("ip"));
+    enf.resolved("api.example.test", "192.0.2.10".parse().expect("ip"));
     // A name no enforced rule names is not guarded.
-    enf.learn("api.other.test", "192.0.2.11".parse().expect("ip"));
+    enf.resolved("api.other.test", "192.0.2.11".parse().expect("ip"));
     enf.tick();
     enf.judge_cgroup(100, identity("batch", "runner"));
     enf.judge_cgroup(200, identity("batch", "other"));
@@ -258,7 +258,7 @@ fn kernel_verdicts_follow_the_rules_and_never_overreach() {
     assert!(!kernel_refuses(&tables, 100, "192.0.2.11", 443));
     assert!(!kernel_refuses(&tables, 200, "192.0.2.10", 443));
     // The model rule is request-level: agents' connects to OpenAI go on.
-    enf.learn("api.openai.com", "192.0.2.20".parse().expect("ip"));
+    enf.resolved("api.openai.com", "192.0.2.20".parse().expect("ip"));
     enf.tick();
     assert!(!kernel_refuses(&tables, 300, "192.0.2.20", 443));
     // A cgroup not judged yet: the namespace rule may or may not hold,
@@ -304,8 +304,8 @@ port = 8443
     let tables = Tables::default();
     let policy = Arc::new(Policy::parse(Path::new("p.toml"), text).expect("valid"));
     let mut enf = Enforcer::new(policy, Box::new(tables.clone()), false);
-    enf.learn("evil.test", "192.0.2.66".parse().expect("ip"));
-    enf.learn("internal.test", "192.0.2.77".parse().expect("ip"));
+    enf.resolved("evil.test", "192.0.2.66".parse().expect("ip"));
+    enf.resolved("internal.test", "192.0.2.77".parse().expect("ip"));
     enf.tick();
     // Whoever it is, evil.test is refused, even before the cgroup is judged.
     assert!(kernel_refuses(&tables, 5, "192.0.2.66", 443));
@@ -317,6 +317,68 @@ port = 8443
     assert!(kernel_refuses(&tables, 5, "192.0.2.77", 8443));
     assert!(!kernel_refuses(&tables, 5, "192.0.2.77", 443));
     assert!(!kernel_refuses(&tables, 6, "192.0.2.77", 8443));
+}
+
+#[test]
+fn what_a_process_resolves_holds_for_its_own_cgroup_only() {
+    let text =
+        "[[rules]]\nid = \"no-openai\"\naction = \"deny\"\nenforce = true\nprovider = \"openai\"\n";
+    let tables = Tables::default();
+    let policy = Arc::new(Policy::parse(Path::new("p.toml"), text).expect("valid"));
+    let mut enf = Enforcer::new(policy, Box::new(tables.clone()), false);
+    enf.judge_cgroup(10, identity("a", "x"));
+    enf.judge_cgroup(20, identity("b", "y"));
+    // cgroup 10 says api.openai.com is the cluster DNS.
+    enf.learn(10, "api.openai.com", "10.96.0.10".parse().expect("ip"));
+    enf.tick();
+    assert!(kernel_refuses(&tables, 10, "10.96.0.10", 53));
+    assert!(!kernel_refuses(&tables, 20, "10.96.0.10", 53));
+    assert!(!kernel_refuses(&tables, 99, "10.96.0.10", 53));
+    // The sensor's own resolution holds for everyone.
+    enf.resolved("api.openai.com", "192.0.2.30".parse().expect("ip"));
+    enf.tick();
+    assert!(kernel_refuses(&tables, 20, "192.0.2.30", 443));
+    assert!(kernel_refuses(&tables, 99, "192.0.2.30", 443));
+    // A cgroup with no process left is forgotten, and its addresses.
+    enf.forget_cgroups_except(&[20].into_iter().collect());
+    assert!(
+        !tables
+            .0
+            .lock()
+            .expect("lock")
+            .addrs
+            .contains(&addr16("10.96.0.10".parse().expect("ip")))
+    );
+}
+
+#[test]
+fn an_identity_not_read_yet_is_not_denied_for_what_it_may_be() {
+    let text = r#"
+[[rules]]
+id = "model-users"
+action = "allow"
+service_account = "model-user"
+
+[[rules]]
+id = "nobody-else"
+action = "deny"
+enforce = true
+host = "api.example.test"
+"#;
+    let tables = Tables::default();
+    let policy = Arc::new(Policy::parse(Path::new("p.toml"), text).expect("valid"));
+    let mut enf = Enforcer::new(policy, Box::new(tables.clone()), false);
+    enf.resolved("api.example.test", "192.0.2.40".parse().expect("ip"));
+    enf.tick();
+    let mut e = Event::default();
+    e.set("k8s.namespace.name", "ml")
+        .set("identity.unresolved", json!(["k8s.service_account.name"]));
+    enf.judge_cgroup(30, Arc::new(e.into_fields()));
+    assert!(!kernel_refuses(&tables, 30, "192.0.2.40", 443));
+    enf.judge_cgroup(30, identity("ml", "other"));
+    assert!(kernel_refuses(&tables, 30, "192.0.2.40", 443));
+    enf.judge_cgroup(31, identity("ml", "model-user"));
+    assert!(!kernel_refuses(&tables, 31, "192.0.2.40", 443));
 }
 
 #[test]

@@ -1495,6 +1495,25 @@ mod tests {
         )
     }
 
+    fn policy_violation() -> Value {
+        with(
+            with(head("policy_violation", 21), pod_process()),
+            json!({
+                "event": { "kind": "alert", "category": ["network"], "type": ["denied"], "outcome": "failure" },
+                "server": { "address": "10.0.4.12", "ip": "10.0.4.12", "port": 443 },
+                "error": { "code": "ECONNREFUSED" },
+                "causation": { "parent_event_id": "46a66c3b262597d1-000000000014" },
+                "policy": {
+                    "decision": "deny", "rule": "batch-no-model-apis",
+                    "reason": "rule `batch-no-model-apis` matched service_account=batch, host=10.0.4.12",
+                    "version": "4e4f8250148e5fc5", "enforcement": "blocked", "trigger": "connect",
+                    "violation": { "suppressed": 0 },
+                },
+                "message": "deny by rule `batch-no-model-apis`: pod ml/chat (service account batch) connect to 10.0.4.12: refused in the kernel",
+            }),
+        )
+    }
+
     fn connect_refused() -> Value {
         with(
             with(head("connect", 6), host_login_process()),
@@ -1668,6 +1687,7 @@ mod tests {
             process_exec(),
             process_exit(),
             credential_shared(),
+            policy_violation(),
             health("ready", 0),
             health("running", 0),
             health("degraded", 17),
@@ -1975,6 +1995,21 @@ mod tests {
         let mut two = credential_shared();
         two["credential"]["actor_count"] = json!(2);
         assert_eq!(classification(&encode(&two)), (2004, 1, 200401));
+    }
+
+    #[test]
+    fn policy_violation_is_a_finding_of_its_rule() {
+        let o = encode(&policy_violation());
+        assert_eq!(classification(&o), (2004, 1, 200401));
+        assert_eq!(o["severity_id"], 4, "deny: high");
+        assert_eq!(at(&o, "finding_info.analytic.name"), "batch-no-model-apis");
+        assert_eq!(at(&o, "finding_info.types.1"), "deny");
+        assert_eq!(at(&o, "evidences.0.dst_endpoint.ip"), "10.0.4.12");
+        assert_eq!(at(&o, "evidences.0.process.pid"), 4242);
+        assert_eq!(at(&o, "unmapped.policy.enforcement"), "blocked");
+        let mut alert = policy_violation();
+        alert["policy"]["decision"] = json!("alert");
+        assert_eq!(encode(&alert)["severity_id"], 3);
     }
 
     #[test]
