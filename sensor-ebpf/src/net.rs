@@ -398,9 +398,11 @@ const COPY_STDIO: u8 = 4;
 #[map]
 static STDIO_FDS: LruHashMap<SockKey, u8> = LruHashMap::with_max_entries(4096, 0);
 
-/// How a JSON-RPC message starts once compact: `{"` then one of the keys a
-/// JSON-RPC 2.0 object has (SDKs write them in different orders).
-const JSONRPC_KEYS: [[u8; 6]; 4] = [*b"jsonrp", *b"method", *b"result", *b"error\""];
+/// How a JSON-RPC message starts once compact: `{"` then `jsonrpc` (the
+/// TypeScript SDK, and the Python SDK's answers) or `method` (the Python
+/// SDK's requests). Keys like `id` or `result` first are left out: they
+/// start ordinary JSON an agent may print to a pipe too.
+const JSONRPC_KEYS: [[u8; 6]; 2] = [*b"jsonrp", *b"method"];
 
 /// iovecs copied per call at most; bytes in later ones count as lost.
 const MAX_IOVECS: u64 = 2;
@@ -619,9 +621,7 @@ fn stdio_classify(
         }
         let mut next = [0u8; 6];
         next.copy_from_slice(&head[2..8]);
-        // `{"id":` is shorter than the others: compare its 4 bytes.
-        let id = next[0] == b'i' && next[1] == b'd' && next[2] == b'"' && next[3] == b':';
-        if !id && !JSONRPC_KEYS.iter().any(|k| *k == next) {
+        if !JSONRPC_KEYS.iter().any(|k| *k == next) {
             return Ok(());
         }
         STDIO_FDS.insert(key, &1, 0)?;

@@ -829,6 +829,7 @@ impl Pipeline {
                 );
                 self.hold_legacy(
                     ex.pid,
+                    crate::mcp_sse::session_of(&ex.request.target),
                     crate::mcp_sse::Held {
                         event,
                         request,

@@ -76,8 +76,10 @@ struct Partial {
 #[derive(Default)]
 pub struct StdioMcp {
     partial: HashMap<(u32, i32), Partial>,
-    /// By (client pid, JSON-RPC id).
-    pending: HashMap<(u32, String), Pending>,
+    /// By (client pid, client fd, JSON-RPC id): every client session
+    /// numbers its requests from 0, so one agent talking to two servers
+    /// has two requests of each id.
+    pending: HashMap<(u32, i32, String), Pending>,
     /// Servers by pid: name and version from their `initialize` answer.
     servers: HashMap<u32, (String, Option<String>)>,
     pub stats: StdioStats,
@@ -158,7 +160,7 @@ impl StdioMcp {
             }
         }
         self.pending.insert(
-            (chunk.task.pid, id),
+            (chunk.task.pid, fd, id),
             Pending {
                 request,
                 pipe,
@@ -189,15 +191,26 @@ impl StdioMcp {
                 break;
             };
             ancestor = parent;
-            let k = (parent, id.clone());
-            if let Some(p) = self.pending.get(&k) {
-                if let (Some(a), Some(b)) = (p.pipe, stdin)
-                    && a != b
-                {
-                    // A request into another pipe: to another server.
-                    continue;
-                }
-                key = Some(k);
+            // This client's requests of this id: the one that went into
+            // the server's stdin, else (a socket pair, or a process gone)
+            // the oldest whose pipe is not another server's.
+            let mut candidates: Vec<(&(u32, i32, String), &Pending)> = self
+                .pending
+                .iter()
+                .filter(|((pid, _, rid), p)| {
+                    *pid == parent
+                        && *rid == id
+                        && !matches!((p.pipe, stdin), (Some(a), Some(b)) if a != b)
+                })
+                .collect();
+            candidates.sort_by_key(|(_, p)| {
+                (
+                    !matches!((p.pipe, stdin), (Some(a), Some(b)) if a == b),
+                    p.ts,
+                )
+            });
+            if let Some((k, _)) = candidates.first() {
+                key = Some((*k).clone());
                 break;
             }
         }

@@ -252,6 +252,8 @@ fn the_chain(stream: bool) {
     });
     assert_eq!(old["gen_ai"]["tool"]["name"], "lookup_order", "{old}");
     assert_eq!(old["http"]["response"]["status_code"], 202, "{old}");
+    // The session id in the endpoint's query is a bearer secret.
+    assert_eq!(old["url"]["query"], "session_id=****", "{old}");
     assert_eq!(old["mcp"]["tool"]["result"]["is_error"], false, "{old}");
     assert_eq!(old["event"]["outcome"], "success", "{old}");
     assert_eq!(old["mcp"]["server"]["name"], server, "{old}");

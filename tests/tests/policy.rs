@@ -360,18 +360,24 @@ fn api_saw(api: &FakeApi, model: &str) -> bool {
 /// A directory with the FIFO a gated pod waits on.
 fn new_gate() -> std::path::PathBuf {
     let gate = scratch(&format!("gate-{}", unique()));
-    let fifo = std::ffi::CString::new(gate.join("fifo").to_str().unwrap()).unwrap();
-    // SAFETY: a valid NUL-terminated path.
-    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0, "mkfifo");
+    for name in ["fifo", "fifo2"] {
+        let fifo = std::ffi::CString::new(gate.join(name).to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0, "mkfifo");
+    }
     gate
 }
 
 /// Lets the pod waiting on `gate` go on (the open waits for its reader).
 fn open_gate(gate: &Path) {
+    open_fifo(gate, "fifo");
+}
+
+fn open_fifo(gate: &Path, name: &str) {
     use std::io::Write as _;
     let mut fifo = std::fs::OpenOptions::new()
         .write(true)
-        .open(gate.join("fifo"))
+        .open(gate.join(name))
         .unwrap();
     fifo.write_all(b"go\n").unwrap();
 }
@@ -410,17 +416,35 @@ fn a_reloaded_policy_lifts_the_denial_at_once() {
         ],
     );
     let key = fake_key("pol-reload");
-    let spec = |model: &'static str| PodSpec {
+    // One pod, one cgroup: bash connects (refused), waits, and connects
+    // again after the reload. Its own connects: nothing is executed.
+    let gate = new_gate();
+    let connect = format!(
+        "if (exec 3<>/dev/tcp/127.0.0.1/{port}); then echo first-connected; \
+         else echo first-refused; fi; read -r _ < {GATE_IN_CONTAINER}/fifo2; \
+         exec 4<>/dev/tcp/127.0.0.1/{port} && echo second-connected",
+        port = api.port
+    );
+    let (opts, name) = pod_opts(&PodSpec {
         api: &api,
         namespace: &namespace,
         service_account: "batch",
-        model,
+        model: "unused",
         key: &key,
-        gate: None,
-        bash: None,
-    };
-    let (refused, _) = gated_pod(&sensor, &spec("gpt-before-reload"));
-    assert_eq!(refused.exit_code, 7, "{}", refused.stderr());
+        gate: Some(&gate),
+        bash: Some(&connect),
+    });
+    let runner = std::thread::spawn(move || runtime::cri_pod(&opts));
+    find(&sensor, "process_exec of the pod", |e| {
+        action(e) == "process_exec"
+            && e["k8s"]["pod"]["name"] == name.as_str()
+            && e["k8s"]["service_account"]["name"] == "batch"
+    });
+    open_gate(&gate);
+    let refused = find(&sensor, "the refused connect", |e| {
+        action(e) == "connect" && e["k8s"]["pod"]["name"] == name.as_str()
+    });
+    assert_eq!(refused["policy"]["enforcement"], "blocked", "{refused:#}");
 
     // The same namespace and service account now only alerted on.
     let relaxed = std::fs::read_to_string(&policy)
@@ -439,14 +463,21 @@ fn a_reloaded_policy_lifts_the_denial_at_once() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    let (allowed, name) = gated_pod(&sensor, &spec("gpt-after-reload"));
-    allowed.assert_success();
-    let call = find(&sensor, "model_call after the reload", |e| {
-        action(e) == "model_call" && e["k8s"]["pod"]["name"] == name.as_str()
+    open_fifo(&gate, "fifo2");
+    let finished = runner.join().unwrap();
+    let out = finished.stdout();
+    assert!(
+        out.contains("first-refused") && out.contains("second-connected"),
+        "stdout {out} stderr {}",
+        finished.stderr()
+    );
+    let second = find(&sensor, "the connect after the reload", |e| {
+        action(e) == "connect"
+            && e["k8s"]["pod"]["name"] == name.as_str()
+            && e["event"]["outcome"] == "success"
     });
-    assert_eq!(call["policy"]["rule"], "batch-watched", "{call:#}");
-    assert_eq!(call["policy"]["decision"], "alert");
-    assert!(api_saw(&api, "gpt-after-reload"));
+    assert_eq!(second["policy"]["rule"], "batch-watched", "{second:#}");
+    assert_eq!(second["policy"]["decision"], "alert");
     assert!(sensor.stop().success());
 }
 
@@ -460,7 +491,11 @@ fn a_container_running_before_the_sensor_is_judged_at_start() {
     let gate = new_gate();
     // bash connects by itself (/dev/tcp): nothing is executed in the pod
     // after the sensor starts, so only the judging at start can refuse it.
-    let connect = format!("exec 3<>/dev/tcp/127.0.0.1/{} && echo connected", api.port);
+    let marker = format!("early-{}", unique());
+    let connect = format!(
+        ": {marker}; exec 3<>/dev/tcp/127.0.0.1/{} && echo connected",
+        api.port
+    );
     let (opts, _) = pod_opts(&PodSpec {
         api: &api,
         namespace: &namespace,
@@ -474,7 +509,7 @@ fn a_container_running_before_the_sensor_is_judged_at_start() {
     // The pod's shell is waiting at its gate before the sensor starts.
     let deadline = std::time::Instant::now() + WAIT;
     while !Command::new("pgrep")
-        .args(["-f", GATE_IN_CONTAINER])
+        .args(["-f", &marker])
         .status()
         .unwrap()
         .success()

@@ -83,8 +83,8 @@ impl Pipeline {
 
     /// A legacy SSE transport call: its event waits for the answer on the
     /// session's stream (or goes out at once when the answer came first).
-    pub(super) fn hold_legacy(&mut self, pid: u32, held: Held) {
-        match self.legacy_sse.hold(pid, held) {
+    pub(super) fn hold_legacy(&mut self, pid: u32, session: String, held: Held) {
+        match self.legacy_sse.hold(pid, session, held) {
             Hold::Answered(held, answer) => self.finish_legacy(held, Some(answer)),
             Hold::Waiting => {}
             Hold::Refused(held) => self.finish_legacy(held, None),
@@ -94,8 +94,10 @@ impl Pipeline {
     /// Bytes an agent's process received: answers of held legacy calls.
     pub(super) fn scan_legacy_answers(&mut self, chunk: &crate::decode::TlsData) {
         let pid = chunk.task.pid;
-        for (id, answer) in self.legacy_sse.on_ingress(pid, chunk.conn, &chunk.data) {
-            if let Some((held, answer)) = self.legacy_sse.answer(pid, id, answer, chunk.task.ts_ns)
+        for (session, id, answer) in self.legacy_sse.on_ingress(pid, chunk.conn, &chunk.data) {
+            if let Some((held, answer)) =
+                self.legacy_sse
+                    .answer(pid, session, id, answer, chunk.task.ts_ns)
             {
                 self.finish_legacy(held, Some(answer));
             }
