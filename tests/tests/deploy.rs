@@ -309,6 +309,20 @@ fn check_workload(docs: &[Value], what: &str, dir: &Path) -> (BTreeSet<String>, 
     config
         .validate()
         .unwrap_or_else(|e| panic!("{what}: the sensor refuses its config: {e:#}\n{toml}"));
+    // A policy: in the same ConfigMap, and one the sensor loads.
+    if let Some(policy_path) = &config.policy_file {
+        let key = policy_path
+            .strip_prefix(mount["mountPath"].as_str().unwrap())
+            .unwrap_or_else(|_| panic!("{what}: policy_file is not on the config volume"))
+            .to_str()
+            .unwrap();
+        let text = cm["data"][key]
+            .as_str()
+            .unwrap_or_else(|| panic!("{what}: ConfigMap {cm_name} has no {key}"));
+        let policy = sensor::policy::Policy::parse(policy_path, text)
+            .unwrap_or_else(|e| panic!("{what}: the sensor refuses its policy: {e}\n{text}"));
+        assert!(!policy.rules.is_empty(), "{what}");
+    }
 
     // host_root: the node's / , read-only.
     let (mount, volume) = mount_for(pod, container, &config.host_root);
@@ -551,6 +565,7 @@ fn helm_chart_renders_valid_manifests() {
                         assert!(b64.len() >= 24, "{what}: {key} of at least 16 bytes");
                     }
                     assert!(config.metrics_address.is_some());
+                    assert!(config.policy_file.is_none(), "{what}: no policy by default");
                 }
                 "file-sink-no-metrics-values" => {
                     assert!(of_kind(&docs, "Secret").is_empty(), "{what}");
@@ -568,6 +583,13 @@ fn helm_chart_renders_valid_manifests() {
                     );
                     assert_eq!(config.ring_buffer_poll_ms, 10, "{what}: extraConfig");
                     assert_eq!(config.sinks.len(), 4, "{what}");
+                }
+                "policy-values" => {
+                    assert_eq!(
+                        config.policy_file.as_deref(),
+                        Some(Path::new("/etc/sensor/config/policy.toml")),
+                        "{what}"
+                    );
                 }
                 other => panic!("no expectations for value set {other}"),
             }

@@ -109,6 +109,9 @@ metrics_address = {{ printf "0.0.0.0:%d" (int .Values.metrics.port) | toJson }}
 {{- with .Values.config.hostName }}
 host_name = {{ toJson . }}
 {{- end }}
+{{- if .Values.policy }}
+policy_file = {{ printf "%s/policy.toml" (include "sensor.configDir" .) | toJson }}
+{{- end }}
 {{- with .Values.config.events }}
 events = {{ include "sensor.tomlValue" . }}
 {{- end }}
