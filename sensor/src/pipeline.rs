@@ -1109,11 +1109,6 @@ impl Pipeline {
         if let (Some(live), Some(path)) = (self.policy.as_mut(), new.policy_file.as_deref()) {
             match crate::policy::Policy::load(path) {
                 Ok(policy) => {
-                    tracing::info!(
-                        version = %policy.version,
-                        rules = policy.rules.len(),
-                        "policy reloaded"
-                    );
                     if policy.enforces() && !live.enforcing() {
                         notes.push(
                             "the new policy enforces rules but the connect hooks are not attached: \
@@ -1121,8 +1116,11 @@ impl Pipeline {
                                 .into(),
                         );
                     }
+                    let (version, rules) = (policy.version.clone(), policy.rules.len());
                     live.replace(policy);
                     self.config.policy_file = Some(path.to_path_buf());
+                    // Said once the kernel holds the new verdicts.
+                    tracing::info!(%version, rules, "policy reloaded");
                 }
                 Err(err) => notes.push(format!(
                     "policy reload refused, the running policy stays: {err}"
