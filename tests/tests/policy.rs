@@ -234,7 +234,11 @@ fn pods_allowed_denied_in_the_kernel_and_free_again_after_stop() {
     // violation of its own.
     let model_h = format!("gpt-host-{}", unique());
     let key_h = fake_key("pol-host");
-    let status = Command::new("curl")
+    // A curl of its own path: violations are limited per actor (user and
+    // executable), and other tests run curl on this host meanwhile.
+    let curl = dir.join(format!("curl-{}", unique()));
+    std::fs::copy("/usr/bin/curl", &curl).unwrap();
+    let status = Command::new(&curl)
         .args(["-sS", "--fail-with-body", "-o", "/dev/null", "--cacert"])
         .arg(&api.ca)
         .args(["-H", &format!("Authorization: Bearer {key_h}")])
