@@ -148,11 +148,6 @@ impl Enforcer {
         self.generation
     }
 
-    /// The policy of `generation`, for a block record.
-    pub fn policy(&self) -> &Arc<Policy> {
-        &self.policy
-    }
-
     /// A new policy (SIGHUP): judged cgroups and learned addresses are
     /// kept where the new rules still care; the verdicts are rewritten
     /// and the stale ones removed at once.
@@ -306,11 +301,7 @@ impl Enforcer {
         self.books.remove(&cgroup);
         self.tables.remove_judged(cgroup);
         self.write_subject(cgroup, BTreeMap::new());
-        let before = self.written_addrs.len();
         self.sync_addresses();
-        if self.written_addrs.len() != before {
-            self.stats.addresses_guarded = self.written_addrs.len() as u64;
-        }
     }
 
     /// Upkeep (every second): names resolved, expired addresses, and the
@@ -587,22 +578,6 @@ impl Enforcer {
             generation: self.generation,
             _pad: 0,
         }
-    }
-
-    /// Removes every verdict, address and judged mark this enforcer
-    /// wrote.
-    pub fn clear(&mut self) {
-        for key in self.written.keys() {
-            self.tables.remove_verdict(key);
-        }
-        for addr in &self.written_addrs {
-            self.tables.remove_address(addr);
-        }
-        for cgroup in &self.cgroup_order {
-            self.tables.remove_judged(*cgroup);
-        }
-        self.written.clear();
-        self.written_addrs.clear();
     }
 }
 
