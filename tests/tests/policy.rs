@@ -105,6 +105,19 @@ port = {port}
     path
 }
 
+/// The sensor under test with `policy`, emitting `events`.
+fn policy_sensor(name: &str, policy: &Path, events: &str) -> Sensor {
+    Sensor::start(
+        name,
+        &[
+            "--policy-file",
+            policy.to_str().unwrap(),
+            "--events",
+            events,
+        ],
+    )
+}
+
 fn find(sensor: &Sensor, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
     sensor.wait_for(WAIT, &pred).unwrap_or_else(|| {
         panic!(
@@ -124,14 +137,10 @@ fn pods_allowed_denied_in_the_kernel_and_free_again_after_stop() {
     let namespace = format!("pol-{}", &unique()[..6]);
     let dir = scratch("policy");
     let policy = write_policy(&dir, &namespace, &api);
-    let sensor = Sensor::start(
+    let sensor = policy_sensor(
         "policy",
-        &[
-            "--policy-file",
-            policy.to_str().unwrap(),
-            "--events",
-            "model_call,connect,policy_violation,process_exec,sensor_health",
-        ],
+        &policy,
+        "model_call,connect,policy_violation,process_exec,sensor_health",
     );
 
     // 1. The allowed pod's call goes through and says so.
@@ -410,14 +419,10 @@ fn a_reloaded_policy_lifts_the_denial_at_once() {
     let namespace = format!("pol-{}", &unique()[..6]);
     let dir = scratch("policy-reload");
     let policy = write_policy(&dir, &namespace, &api);
-    let sensor = Sensor::start(
+    let sensor = policy_sensor(
         "policy-reload",
-        &[
-            "--policy-file",
-            policy.to_str().unwrap(),
-            "--events",
-            "model_call,connect,policy_violation,process_exec,sensor_health",
-        ],
+        &policy,
+        "model_call,connect,policy_violation,process_exec,sensor_health",
     );
     let key = fake_key("pol-reload");
     // One pod, one cgroup: bash connects (refused), waits, and connects
@@ -524,14 +529,10 @@ fn a_container_running_before_the_sensor_is_judged_at_start() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    let sensor = Sensor::start(
+    let sensor = policy_sensor(
         "policy-early",
-        &[
-            "--policy-file",
-            policy.to_str().unwrap(),
-            "--events",
-            "connect,policy_violation,sensor_health",
-        ],
+        &policy,
+        "connect,policy_violation,sensor_health",
     );
     open_gate(&gate);
     let finished = runner.join().unwrap();

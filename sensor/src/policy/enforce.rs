@@ -379,13 +379,8 @@ impl Enforcer {
             .filter(|k| !wanted.contains_key(k))
             .copied()
             .collect();
-        for key in stale {
-            self.tables.remove_verdict(&key);
-            self.written.remove(&key);
-        }
-        self.write_all(&wanted);
+        self.replace_verdicts(stale, &wanted);
         self.sync_addresses();
-        self.stats.verdicts = self.written.len() as u64;
         debug!(verdicts = self.written.len(), "policy verdicts written");
     }
 
@@ -458,11 +453,21 @@ impl Enforcer {
             .map(|(k, _)| *k)
             .filter(|k| !wanted.contains_key(k))
             .collect();
+        self.replace_verdicts(stale, &wanted)
+    }
+
+    /// Removes `stale` (room in the table first), then writes `wanted`.
+    /// Returns whether everything was written.
+    fn replace_verdicts(
+        &mut self,
+        stale: Vec<PolicyKey>,
+        wanted: &BTreeMap<PolicyKey, PolicyVerdict>,
+    ) -> bool {
         for key in stale {
             self.tables.remove_verdict(&key);
             self.written.remove(&key);
         }
-        let ok = self.write_all(&wanted);
+        let ok = self.write_all(wanted);
         self.stats.verdicts = self.written.len() as u64;
         ok
     }
@@ -562,13 +567,8 @@ impl Enforcer {
             })
             .copied()
             .collect();
-        for key in stale {
-            self.tables.remove_verdict(&key);
-            self.written.remove(&key);
-        }
-        self.write_all(&wanted);
+        self.replace_verdicts(stale, &wanted);
         self.sync_addresses();
-        self.stats.verdicts = self.written.len() as u64;
     }
 
     fn verdict(&self, deny: bool, rule: usize) -> PolicyVerdict {
